@@ -1,0 +1,4 @@
+"""Gated delta rule (Gated DeltaNet): chunked training, step-by-step decode, and the float64 oracle."""
+from gdn.kernels.gated_delta.reference import recurrent_gated_delta_rule_reference
+
+__all__ = ["recurrent_gated_delta_rule_reference"]
