@@ -1,0 +1,289 @@
+"""Short causal depthwise convolution (+ SiLU) in Triton, with varlen documents and a carried decode state.
+
+Tokens are flattened to rows of [B*T, C]. For a row t of a sequence starting at row s, per channel c:
+    pre_t = bias_c + sum_k weight[c, k] * x_{t-W+1+k, c},   y_t = act(pre_t)
+where x_j for j < s is slot j - s + W - 1 of the sequence's initial state (its W-1 previous inputs) or zero.
+
+Backward, with dpre_t = dy_t * act'(pre_t) (pre recomputed, never stored):
+    dx_j       = sum_k weight[c, k] * dpre_{j+W-1-k}   over the rows j+W-1-k that lie in j's sequence
+    dweight_ck = sum_t dpre_t * x_{t-W+1+k},   dbias_c = sum_t dpre_t
+The same dx formula at the W-1 rows before a sequence gives the gradient of its initial state.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_WIDTH = 4
+
+BLOCK_T = 32  # rows per tile
+BLOCK_C = 128  # channels per tile (forward)
+BLOCK_C_BWD = 64  # channels per tile (backward: W preactivations live at once)
+BWD_TILES_PER_PROGRAM = 8  # row tiles one backward program walks, so weight-gradient partials stay few
+
+
+@triton.jit
+def _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN: tl.constexpr):
+    """Index, first row and end row of the sequence each row belongs to."""
+    if IS_VARLEN:
+        seq = tl.load(seq_idx_ptr + rows, mask=row_mask, other=0)
+        start = tl.load(cu_seqlens_ptr + seq)
+        end = tl.load(cu_seqlens_ptr + seq + 1)
+    else:
+        seq = rows // seq_len
+        start = seq * seq_len
+        end = start + seq_len
+    return seq, start, end
+
+
+@triton.jit
+def _load_input(x_ptr, state_ptr, rows, valid, seq, start, channels, channel_mask, C,
+                WIDTH: tl.constexpr, HAS_STATE: tl.constexpr):
+    """x at `rows` (each >= its start - (W-1)) as fp32; rows before `start` read the initial state or zero."""
+    inside = valid & (rows >= start)
+    offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
+    value = tl.load(x_ptr + offsets, mask=inside[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+    if HAS_STATE:
+        before = valid & (rows < start)
+        slot = rows - start + (WIDTH - 1)
+        state_offsets = (seq.to(tl.int64)[:, None] * C + channels[None, :]) * (WIDTH - 1) + slot[:, None]
+        value += tl.load(state_ptr + state_offsets, mask=before[:, None] & channel_mask[None, :],
+                         other=0.0).to(tl.float32)
+    return value
+
+
+@triton.jit
+def _preactivation(x_ptr, state_ptr, weight_ptr, bias_ptr, rows, valid, seq, start, channels, channel_mask, C,
+                   WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """bias + sum_k weight[:, k] * x_{rows-W+1+k}, in fp32."""
+    pre = tl.zeros((rows.shape[0], channels.shape[0]), dtype=tl.float32)
+    for k in tl.static_range(WIDTH):
+        tap = tl.load(weight_ptr + channels * WIDTH + k, mask=channel_mask, other=0.0).to(tl.float32)
+        source = _load_input(x_ptr, state_ptr, rows - (WIDTH - 1) + k, valid, seq, start, channels, channel_mask,
+                             C, WIDTH, HAS_STATE)
+        pre += tap[None, :] * source
+    if HAS_BIAS:
+        pre += tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
+    return pre
+
+
+@triton.jit
+def _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, valid, seq, start, channels,
+                        channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        SILU: tl.constexpr):
+    """dL/dpre at `rows` (zero where not `valid`): dy, times SiLU'(pre) = s (1 + pre (1 - s)), s = sigmoid(pre)."""
+    offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
+    dpre = tl.load(dy_ptr + offsets, mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
+    if SILU:
+        pre = _preactivation(x_ptr, state_ptr, weight_ptr, bias_ptr, rows, valid, seq, start, channels,
+                             channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS)
+        gate = tl.sigmoid(pre)
+        dpre *= gate * (1.0 + pre * (1.0 - gate))
+    return dpre
+
+
+@triton.jit
+def _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end, channels,
+                channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SILU: tl.constexpr):
+    """dL/dx at `rows`: x_j feeds output row j + shift through tap W-1-shift, for the rows in its sequence."""
+    grad = tl.zeros((rows.shape[0], channels.shape[0]), dtype=tl.float32)
+    for shift in tl.static_range(WIDTH):
+        out_rows = rows + shift
+        valid = row_mask & (out_rows >= start) & (out_rows < end)
+        dpre = _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, out_rows, valid, seq, start,
+                                   channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
+        tap = tl.load(weight_ptr + channels * WIDTH + (WIDTH - 1 - shift), mask=channel_mask, other=0.0)
+        grad += tap.to(tl.float32)[None, :] * dpre
+    return grad
+
+
+@triton.jit
+def _short_conv_fwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, y_ptr, seq_idx_ptr, cu_seqlens_ptr,
+                           num_rows, seq_len, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, SILU: tl.constexpr, IS_VARLEN: tl.constexpr,
+                           BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    row_mask = rows < num_rows
+    channel_mask = channels < C
+    seq, start, _ = _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN)
+    out = _preactivation(x_ptr, state_ptr, weight_ptr, bias_ptr, rows, row_mask, seq, start, channels,
+                         channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS)
+    if SILU:
+        out = out * tl.sigmoid(out)
+    offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
+    tl.store(y_ptr + offsets, out.to(y_ptr.dtype.element_ty), mask=row_mask[:, None] & channel_mask[None, :])
+
+
+@triton.jit
+def _short_conv_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, dx_ptr, dweight_part_ptr,
+                           dbias_part_ptr, seq_idx_ptr, cu_seqlens_ptr, num_rows, seq_len, C,
+                           WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           SILU: tl.constexpr, IS_VARLEN: tl.constexpr, BLOCK_T: tl.constexpr,
+                           BLOCK_C: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr):
+    """dx for TILES_PER_PROGRAM row tiles, plus this program's partial sums of dweight [C, W] and dbias [C]."""
+    part = tl.program_id(0)
+    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_mask = channels < C
+    taps = tl.arange(0, MAX_WIDTH)
+    dweight = tl.zeros((BLOCK_C, MAX_WIDTH), dtype=tl.float32)
+    dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for tile in range(TILES_PER_PROGRAM):
+        rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
+        row_mask = rows < num_rows
+        seq, start, end = _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN)
+        dx = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end,
+                         channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
+        offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=row_mask[:, None] & channel_mask[None, :])
+
+        dpre = _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start,
+                                   channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
+        dbias += tl.sum(dpre, axis=0)
+        for k in tl.static_range(WIDTH):
+            source = _load_input(x_ptr, state_ptr, rows - (WIDTH - 1) + k, row_mask, seq, start, channels,
+                                 channel_mask, C, WIDTH, HAS_STATE)
+            dweight += tl.where(taps[None, :] == k, tl.sum(dpre * source, axis=0)[:, None], 0.0)
+    part_offsets = (part.to(tl.int64) * C + channels)[:, None] * WIDTH + taps[None, :]
+    tl.store(dweight_part_ptr + part_offsets, dweight, mask=channel_mask[:, None] & (taps[None, :] < WIDTH))
+    if HAS_BIAS:
+        tl.store(dbias_part_ptr + part.to(tl.int64) * C + channels, dbias, mask=channel_mask)
+
+
+@triton.jit
+def _short_conv_state_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, dstate_ptr, cu_seqlens_ptr,
+                                 seq_len, C, WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+                                 IS_VARLEN: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Gradient of sequence n's initial state: dx at the W-1 rows just before the sequence starts."""
+    seq_id = tl.program_id(0)
+    channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    channel_mask = channels < C
+    slots = tl.arange(0, MAX_WIDTH)
+    slot_mask = slots < WIDTH - 1
+    if IS_VARLEN:
+        start = tl.load(cu_seqlens_ptr + seq_id)
+        end = tl.load(cu_seqlens_ptr + seq_id + 1)
+    else:
+        start = seq_id * seq_len
+        end = start + seq_len
+    seq = tl.zeros_like(slots) + seq_id
+    rows = start - (WIDTH - 1) + slots
+    dstate = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, slot_mask, seq,
+                         tl.zeros_like(slots) + start, tl.zeros_like(slots) + end, channels, channel_mask, C,
+                         WIDTH, True, HAS_BIAS, SILU)
+    offsets = (seq_id.to(tl.int64) * C + channels[None, :]) * (WIDTH - 1) + slots[:, None]
+    tl.store(dstate_ptr + offsets, dstate.to(dstate_ptr.dtype.element_ty),
+             mask=slot_mask[:, None] & channel_mask[None, :])
+
+
+def _sequence_index(cu_seqlens: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """The sequence each row belongs to, as int32 [num_rows] (output_size avoids a host sync)."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    sequences = torch.arange(len(lengths), device=cu_seqlens.device, dtype=torch.int32)
+    return torch.repeat_interleave(sequences, lengths, output_size=num_rows)
+
+
+class ShortConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, initial_state, cu_seqlens, silu):
+        B, T, C = x.shape
+        width = weight.shape[1]
+        x, weight = x.contiguous(), weight.contiguous()
+        seq_idx = None if cu_seqlens is None else _sequence_index(cu_seqlens, T)
+        y = torch.empty_like(x)
+        grid = (triton.cdiv(B * T, BLOCK_T), triton.cdiv(C, BLOCK_C))
+        _short_conv_fwd_kernel[grid](
+            x, initial_state, weight, bias, y, seq_idx, cu_seqlens, B * T, T, C,
+            WIDTH=width, HAS_STATE=initial_state is not None, HAS_BIAS=bias is not None, SILU=silu,
+            IS_VARLEN=cu_seqlens is not None, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
+        )
+        ctx.save_for_backward(x, weight, bias, initial_state, cu_seqlens, seq_idx)
+        ctx.silu = silu
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias, initial_state, cu_seqlens, seq_idx = ctx.saved_tensors
+        B, T, C = x.shape
+        width = weight.shape[1]
+        dy = dy.contiguous()
+        flags = dict(WIDTH=width, HAS_BIAS=bias is not None, SILU=ctx.silu, IS_VARLEN=cu_seqlens is not None)
+        rows_per_program = BLOCK_T * BWD_TILES_PER_PROGRAM
+        grid = (triton.cdiv(B * T, rows_per_program), triton.cdiv(C, BLOCK_C_BWD))
+        dx = torch.empty_like(x)
+        dweight_parts = torch.empty(grid[0], C, width, device=x.device, dtype=torch.float32)
+        dbias_parts = torch.empty(grid[0], C, device=x.device, dtype=torch.float32) if bias is not None else None
+        _short_conv_bwd_kernel[grid](
+            x, initial_state, weight, bias, dy, dx, dweight_parts, dbias_parts, seq_idx, cu_seqlens, B * T, T, C,
+            HAS_STATE=initial_state is not None, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C_BWD,
+            TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, **flags,
+        )
+        dweight = dweight_parts.sum(0).to(weight.dtype)
+        dbias = dbias_parts.sum(0).to(bias.dtype) if bias is not None else None
+        dstate = None
+        if initial_state is not None and ctx.needs_input_grad[3]:
+            dstate = torch.empty_like(initial_state)
+            state_grid = (initial_state.shape[0], triton.cdiv(C, BLOCK_C_BWD))
+            _short_conv_state_bwd_kernel[state_grid](
+                x, initial_state, weight, bias, dy, dstate, cu_seqlens, T, C, BLOCK_C=BLOCK_C_BWD, **flags,
+            )
+        return dx, dweight, dbias, dstate, None, None
+
+
+def final_conv_state(x: torch.Tensor, initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
+                     width: int) -> torch.Tensor:
+    """Each sequence's last W-1 inputs [N, C, W-1], oldest first, reaching into its initial state if short.
+
+    Plain differentiable indexing (a gather of N*(W-1) rows), so autograd carries its gradient to x and the state.
+    """
+    B, T, C = x.shape
+    rows = x.reshape(B * T, C)
+    if cu_seqlens is None:
+        starts = torch.arange(B, device=x.device) * T
+        ends = starts + T
+    else:
+        starts, ends = cu_seqlens[:-1].long(), cu_seqlens[1:].long()
+    positions = ends[:, None] + torch.arange(1 - width, 0, device=x.device)  # [N, W-1]
+    from_x = rows[positions.clamp(min=0)].transpose(1, 2)  # [N, C, W-1]
+    before_start = (positions < starts[:, None])[:, None, :]
+    if initial_state is None:
+        carried = torch.zeros_like(from_x)
+    else:
+        slots = (positions - starts[:, None] + width - 1).clamp(0, width - 2)
+        carried = initial_state.to(x.dtype).gather(2, slots[:, None, :].expand_as(from_x))
+    return torch.where(before_start, carried, from_x)
+
+
+def short_conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = "silu",
+    cu_seqlens: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Causal depthwise conv over time, then SiLU (activation="silu") or nothing (None).
+
+    x [B, T, C]; weight [C, W] with W <= 4; bias [C] or None; cu_seqlens int32 [N+1] (then B == 1) keeps
+    documents apart; initial_state [N, C, W-1] holds each sequence's previous W-1 inputs, oldest first.
+    Returns y [B, T, C] in x's dtype and, if output_final_state, the state after the last token [N, C, W-1].
+    """
+    B, T, C = x.shape
+    width = weight.shape[-1]
+    if weight.shape != (C, width) or not 1 <= width <= MAX_WIDTH:
+        raise ValueError(f"short_conv needs weight [C={C}, W] with 1 <= W <= {MAX_WIDTH}, got {tuple(weight.shape)}")
+    if activation not in ("silu", None):
+        raise ValueError(f"short_conv activation must be 'silu' or None, got {activation!r}")
+    if cu_seqlens is not None and B != 1:
+        raise ValueError(f"short_conv with cu_seqlens needs batch size 1, got {B}")
+    num_seqs = B if cu_seqlens is None else len(cu_seqlens) - 1
+    if initial_state is not None:
+        if initial_state.shape != (num_seqs, C, width - 1):
+            raise ValueError(f"initial_state must be [{num_seqs}, {C}, {width - 1}], got {tuple(initial_state.shape)}")
+        initial_state = initial_state.contiguous()
+    y = ShortConvFunction.apply(x, weight, bias, initial_state, cu_seqlens, activation == "silu")
+    final_state = final_conv_state(x, initial_state, cu_seqlens, width) if output_final_state else None
+    return y, final_state
