@@ -1,0 +1,112 @@
+"""Chunked gated delta rule in plain PyTorch: the CPU training path, differentiable by autograd.
+
+Per head, with state S of shape [K, V] and the recurrence (gated-deltanet-facts.md)
+    S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T (scale q_t),
+split the sequence into chunks of C tokens. Inside a chunk that starts from state S, with the cumulative
+log gate b_i = sum_{j<=i} log alpha_j (gamma_i = exp(b_i)) and Gamma_ij = gamma_i / gamma_j:
+    A     = strictly-lower(diag(beta) (Gamma o K K^T))          intra-chunk delta-rule interactions
+    T     = (I + A)^-1                                          UT transform (a unit-lower triangular solve)
+    W     = T diag(beta) (gamma o K),    U = T diag(beta) V     WY representation
+    V_new = U - W S                                             the corrected values ("deltas")
+    O     = scale [ (gamma o Q) S + (Q K^T o Gamma o causal-incl-diag) V_new ]
+    S'    = gamma_C S + ((gamma_C / gamma) o K)^T V_new
+Everything except the state pass over chunks is batched over all chunks at once.
+"""
+from __future__ import annotations
+
+import torch
+
+from gdn.kernels.gated_delta.reference import l2_normalize
+
+
+def chunk_gated_delta_rule_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    use_qk_l2norm: bool = False,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Same arguments and layout as `gdn.kernels.chunk_gated_delta_rule`, plus the chunk size.
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; g (natural-log decay), beta: [B, T, H]; states: [N, H, K, V].
+    The gate math and the state run in float32 (float64 when q is float64); o comes back in q's dtype.
+    """
+    B, T, H, K = q.shape
+    if cu_seqlens is not None and B != 1:
+        raise ValueError(f"cu_seqlens needs batch size 1, got {B}")
+    scale = K**-0.5 if scale is None else scale
+    out_dtype = q.dtype
+    compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q, k, v, g, beta = (x.to(compute_dtype) for x in (q, k, v, g, beta))
+    if use_qk_l2norm:
+        q, k = l2_normalize(q), l2_normalize(k)
+    if initial_state is not None:
+        initial_state = initial_state.to(compute_dtype)
+
+    if cu_seqlens is None:
+        o, final = _chunked_sequences(q * scale, k, v, g, beta, initial_state, chunk_size)
+    else:
+        outputs, finals = [], []
+        bounds = cu_seqlens.tolist()
+        for n, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+            state = None if initial_state is None else initial_state[n : n + 1]
+            piece = (x[:, start:end] for x in (q * scale, k, v, g, beta))
+            o_n, final_n = _chunked_sequences(*piece, state, chunk_size)
+            outputs.append(o_n)
+            finals.append(final_n)
+        o, final = torch.cat(outputs, dim=1), torch.cat(finals, dim=0)
+    return o.to(out_dtype), (final if output_final_state else None)
+
+
+def _chunked_sequences(q, k, v, g, beta, initial_state, chunk_size):
+    """One sequence per batch row; q is already scaled. Returns o [B, T, H, V] and the final state."""
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    C = max(1, min(chunk_size, T))  # a short input is a single chunk of its own length
+    q, k, v = (_to_chunks(x, C) for x in (q, k, v))  # [B, H, N, C, D]
+    g, beta = (_to_chunks(x[..., None], C)[..., 0] for x in (g, beta))  # [B, H, N, C]
+
+    log_gamma = g.cumsum(-1)  # b_i; padded tokens carry g = 0, beta = 0, k = v = 0: no effect on S
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    # Gamma_ij = exp(b_i - b_j) on and below the diagonal; masked before exp so that it cannot overflow.
+    decay = (log_gamma[..., :, None] - log_gamma[..., None, :]).masked_fill(~causal, float("-inf")).exp()
+
+    A = (beta[..., None] * decay * (k @ k.transpose(-1, -2))).tril(-1)
+    identity = torch.eye(C, dtype=q.dtype, device=q.device)
+    # Solve (I + A) [U | W] = diag(beta) [V | gamma o K] by forward substitution.
+    rhs = beta[..., None] * torch.cat([v, log_gamma.exp()[..., None] * k], dim=-1)
+    U, W = torch.linalg.solve_triangular(identity + A, rhs, upper=False, unitriangular=True).split([V, K], -1)
+
+    q_decayed = log_gamma.exp()[..., None] * q  # gamma o Q
+    intra = (q @ k.transpose(-1, -2)) * decay  # Q K^T o Gamma, causal including the diagonal
+    chunk_decay = log_gamma[..., -1:].exp()  # gamma_C, [B, H, N, 1]
+    k_to_end = (log_gamma[..., -1:] - log_gamma).exp()[..., None] * k  # (gamma_C / gamma) o K
+
+    state = initial_state if initial_state is not None else q.new_zeros(B, H, K, V)
+    outputs = []
+    for n in range(q.shape[2]):
+        v_new = U[:, :, n] - W[:, :, n] @ state
+        outputs.append(q_decayed[:, :, n] @ state + intra[:, :, n] @ v_new)
+        state = chunk_decay[:, :, n, :, None] * state + k_to_end[:, :, n].transpose(-1, -2) @ v_new
+    o = torch.stack(outputs, dim=2) if outputs else v.new_zeros(B, H, 0, C, V)
+    return _from_chunks(o, T), state
+
+
+def _to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """[B, T, H, D] -> [B, H, N, C, D], zero-padding T up to a multiple of the chunk size."""
+    B, T, H, D = x.shape
+    padding = -T % chunk_size
+    x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, padding))
+    return x.view(B, (T + padding) // chunk_size, chunk_size, H, D).permute(0, 3, 1, 2, 4)
+
+
+def _from_chunks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, H, N, C, D] -> [B, T, H, D], dropping the padding."""
+    B, H, N, C, D = x.shape
+    return x.permute(0, 2, 3, 1, 4).reshape(B, N * C, H, D)[:, :length]
