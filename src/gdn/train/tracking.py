@@ -1,0 +1,94 @@
+"""MLflow tracking of one run: params, tags, artifacts and metrics. Only rank 0 ever creates a tracker.
+
+Default store: an sqlite file under the output root (MLflow >= 3.13 refuses the plain file store); overridden by
+`logging.tracking_uri` or, when that is null, by $MLFLOW_TRACKING_URI.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE_LENGTH = 6000
+
+
+def default_tracking_uri(output_root: str | Path) -> str:
+    return f"sqlite:///{Path(output_root).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(configured: str | None, output_root: str | Path) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(output_root)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"model": {"d_model": 128}} -> {"model.d_model": "128"}; lists stay one value."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_VALUE_LENGTH]
+    return flat
+
+
+def git_state(repo: Path) -> dict[str, str]:
+    """Commit SHA and whether the work tree differs from it; "unknown" outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": str(bool(git("status", "--porcelain")))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_sha": "unknown", "git_dirty": "unknown"}
+
+
+class MlflowTracker:
+    """One MLflow run; `run_id` given resumes that run instead of starting a new one."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None,
+                 run_id: str | None = None, tags: Mapping[str, str] | None = None):
+        import mlflow  # imported here: the kernels and models never need it
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        if run_id is None:
+            mlflow.set_experiment(experiment_name)
+        self.run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=dict(tags or {}))
+        self.run_id = self.run.info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [(k, str(v)) for k, v in params.items()]
+        existing = self._mlflow.get_run(self.run_id).data.params
+        items = [(k, v) for k, v in items if k not in existing]  # a resumed run keeps its params
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._mlflow.log_params(dict(items[i : i + MAX_PARAMS_PER_BATCH]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._mlflow.log_text(text, artifact_file)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._mlflow.end_run(status=status)
+
+
+class NullTracker:
+    """Stands in when tracking is off (logging=none) or on ranks other than 0."""
+
+    run_id = None
+    tracking_uri = None
+
+    def log_params(self, params): ...
+    def log_metrics(self, metrics, step): ...
+    def log_artifact(self, path, artifact_path=None): ...
+    def log_text(self, text, artifact_file): ...
+    def finish(self, status="FINISHED"): ...
