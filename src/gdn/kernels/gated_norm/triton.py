@@ -1,0 +1,111 @@
+"""Gated RMSNorm in Triton: y = x * rstd * weight * SiLU(gate), rstd = 1 / sqrt(mean(x^2) + eps), in fp32.
+
+Rows are head vectors (x flattened to [M, D]); one tile holds BLOCK_M whole rows. Backward, with
+xhat = x * rstd, s = sigmoid(gate) and u = dy * weight * gate * s (the gradient reaching xhat):
+    dx      = rstd * (u - xhat * mean(u * xhat))      (RMSNorm's Jacobian; rstd is recomputed, never stored)
+    dgate   = dy * weight * xhat * s * (1 + gate * (1 - s))
+    dweight = sum over rows of dy * xhat * gate * s
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+TILE_ELEMENTS = 4096  # BLOCK_M * BLOCK_D per forward tile; half that in backward
+BWD_TILES_PER_PROGRAM = 8  # row tiles one backward program walks, so weight-gradient partials stay few
+
+
+@triton.jit
+def _load_tile(x_ptr, gate_ptr, rows, cols, mask, D):
+    offsets = rows.to(tl.int64)[:, None] * D + cols[None, :]
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    gate = tl.load(gate_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    return offsets, x, gate
+
+
+@triton.jit
+def _gated_rms_norm_fwd_kernel(x_ptr, gate_ptr, weight_ptr, y_ptr, num_rows, D, eps,
+                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_D)
+    mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
+    offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D)
+    weight = tl.load(weight_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
+    y = x * rstd[:, None] * weight[None, :] * gate * tl.sigmoid(gate)
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgate_ptr, dweight_part_ptr,
+                               num_rows, D, eps, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                               TILES_PER_PROGRAM: tl.constexpr):
+    """dx and dgate for TILES_PER_PROGRAM row tiles, plus this program's partial sum of dweight [D]."""
+    part = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_D)
+    weight = tl.load(weight_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
+    dweight = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for tile in range(TILES_PER_PROGRAM):
+        rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_M + tl.arange(0, BLOCK_M)
+        mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
+        offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D)
+        dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
+        xhat = x * rstd[:, None]
+        sig = tl.sigmoid(gate)
+        silu = gate * sig
+        u = dy * weight[None, :] * silu
+        dx = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
+        dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
+        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+        dweight += tl.sum(dy * xhat * silu, axis=0)
+    tl.store(dweight_part_ptr + part.to(tl.int64) * D + cols, dweight, mask=cols < D)
+
+
+def _block_sizes(D: int, tile_elements: int) -> tuple[int, int]:
+    block_d = triton.next_power_of_2(D)
+    return max(1, tile_elements // block_d), block_d
+
+
+class GatedRMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gate, weight, eps):
+        D = x.shape[-1]
+        x2d, gate2d = x.reshape(-1, D).contiguous(), gate.reshape(-1, D).contiguous()
+        num_rows = x2d.shape[0]
+        y = torch.empty_like(x2d)
+        block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
+        _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
+            x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d,
+        )
+        ctx.save_for_backward(x2d, gate2d, weight)
+        ctx.eps = eps
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2d, gate2d, weight = ctx.saved_tensors
+        num_rows, D = x2d.shape
+        block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
+        num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
+        dx, dgate = torch.empty_like(x2d), torch.empty_like(gate2d)
+        dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
+        _gated_rms_norm_bwd_kernel[(num_parts,)](
+            x2d, gate2d, weight, dy.reshape(-1, D).contiguous(), dx, dgate, dweight_parts, num_rows, D, ctx.eps,
+            BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM,
+        )
+        return dx.view(dy.shape), dgate.view(dy.shape), dweight_parts.sum(0).to(weight.dtype), None
+
+
+def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm(x) * weight * SiLU(gate) over the last dim, computed in fp32; x, gate [..., H, D], weight [D].
+
+    Returns x's dtype; differentiable in x, gate and weight.
+    """
+    if gate.shape != x.shape:
+        raise ValueError(f"gated_rms_norm needs gate shaped like x {tuple(x.shape)}, got {tuple(gate.shape)}")
+    if weight.shape != x.shape[-1:]:
+        raise ValueError(f"gated_rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
+    return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps)

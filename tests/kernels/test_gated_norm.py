@@ -1,0 +1,79 @@
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import, as in tests/conftest.py
+
+import pytest
+
+from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_buffers(monkeypatch):
+    """Buffers allocated during a test start as NaN, so any element a kernel leaves unwritten fails the test."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poisoned(tensor):
+        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poisoned(empty(*args, **kwargs)))
+    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poisoned(empty_like(*args, **kwargs)))
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
+
+
+def check_against_reference(shape, dtype, tolerance, eps=1e-5):
+    """Output and the gradients of x, gate and weight (inputs in `dtype`) vs the float64 reference."""
+    x = (3.0 * torch.randn(shape, dtype=torch.float64, device=DEVICE)).requires_grad_()
+    gate = torch.randn(shape, dtype=torch.float64, device=DEVICE).requires_grad_()
+    weight = (1.0 + 0.1 * torch.randn(shape[-1], dtype=torch.float64, device=DEVICE)).requires_grad_()
+    leaves = [x, gate, weight]
+    y = gated_rms_norm(*(t.to(dtype) for t in leaves), eps=eps)
+    y_ref = gated_rms_norm_reference(*leaves, eps=eps)
+    dy = torch.randn_like(y_ref)
+    grads = torch.autograd.grad((y * dy).sum(), leaves)
+    grads_ref = torch.autograd.grad((y_ref * dy).sum(), leaves)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    assert relative_error(y, y_ref) < tolerance
+    for name, grad, grad_ref in zip(["x", "gate", "weight"], grads, grads_ref):
+        assert relative_error(grad, grad_ref) < tolerance, name
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 3, 64), (5, 2, 48), (1, 13, 4, 100)], ids=str)
+def test_float32_matches_reference(shape):
+    torch.manual_seed(sum(shape))
+    check_against_reference(shape, torch.float32, 1e-5)
+
+
+def test_spans_several_backward_programs():
+    torch.manual_seed(0)
+    check_against_reference((3, 131, 2, 32), torch.float32, 1e-5)  # 786 rows, 64 rows x 8 tiles per program
+
+
+def test_bfloat16_within_bound():
+    torch.manual_seed(1)
+    check_against_reference((2, 21, 4, 64), torch.bfloat16, 1e-2)
+
+
+def test_large_eps_is_used():
+    torch.manual_seed(2)
+    check_against_reference((3, 5, 2, 16), torch.float32, 1e-5, eps=0.5)
+
+
+def test_rejects_mismatched_gate():
+    with pytest.raises(ValueError, match="gate"):
+        gated_rms_norm(torch.randn(2, 3, 8), torch.randn(2, 3, 4), torch.ones(8))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_gpu_full_size_matches_reference(dtype, tolerance):
+    """GDN's output norm at training size: 8 x 4096 tokens, 16 heads of 128."""
+    torch.manual_seed(3)
+    check_against_reference((8, 4096, 16, 128), dtype, tolerance)
