@@ -87,8 +87,10 @@ def _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, va
 def _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end, channels,
                 channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SILU: tl.constexpr):
-    """dL/dx at `rows`: x_j feeds output row j + shift through tap W-1-shift, for the rows in its sequence."""
+    """dL/dx at `rows`, where x_j feeds output row j + shift through tap W-1-shift for the rows in its
+    sequence; also returns dL/dpre at `rows` (the shift-0 term), which the weight gradient needs."""
     grad = tl.zeros((rows.shape[0], channels.shape[0]), dtype=tl.float32)
+    dpre_at_rows = tl.zeros_like(grad)
     for shift in tl.static_range(WIDTH):
         out_rows = rows + shift
         valid = row_mask & (out_rows >= start) & (out_rows < end)
@@ -96,7 +98,9 @@ def _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, 
                                    channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
         tap = tl.load(weight_ptr + channels * WIDTH + (WIDTH - 1 - shift), mask=channel_mask, other=0.0)
         grad += tap.to(tl.float32)[None, :] * dpre
-    return grad
+        if shift == 0:
+            dpre_at_rows = dpre
+    return grad, dpre_at_rows
 
 
 @triton.jit
@@ -134,13 +138,10 @@ def _short_conv_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, dx_pt
         rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
         row_mask = rows < num_rows
         seq, start, end = _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN)
-        dx = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end,
-                         channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
+        dx, dpre = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end,
+                               channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
         offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=row_mask[:, None] & channel_mask[None, :])
-
-        dpre = _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start,
-                                   channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
         dbias += tl.sum(dpre, axis=0)
         for k in tl.static_range(WIDTH):
             source = _load_input(x_ptr, state_ptr, rows - (WIDTH - 1) + k, row_mask, seq, start, channels,
@@ -170,9 +171,9 @@ def _short_conv_state_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr,
         end = start + seq_len
     seq = tl.zeros_like(slots) + seq_id
     rows = start - (WIDTH - 1) + slots
-    dstate = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, slot_mask, seq,
-                         tl.zeros_like(slots) + start, tl.zeros_like(slots) + end, channels, channel_mask, C,
-                         WIDTH, True, HAS_BIAS, SILU)
+    dstate, _ = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, slot_mask, seq,
+                            tl.zeros_like(slots) + start, tl.zeros_like(slots) + end, channels, channel_mask, C,
+                            WIDTH, True, HAS_BIAS, SILU)
     offsets = (seq_id.to(tl.int64) * C + channels[None, :]) * (WIDTH - 1) + slots[:, None]
     tl.store(dstate_ptr + offsets, dstate.to(dstate_ptr.dtype.element_ty),
              mask=slot_mask[:, None] & channel_mask[None, :])
