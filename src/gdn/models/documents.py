@@ -1,0 +1,26 @@
+"""Packed batches: several documents laid end to end in one row, delimited by cu_seqlens ([N+1], 0 ... T)."""
+from __future__ import annotations
+
+import torch
+
+
+def check_packed(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
+    """A packed batch is one row [1, T, ...] whose documents cover it exactly."""
+    if cu_seqlens is None:
+        return
+    if x.shape[0] != 1:
+        raise ValueError(f"cu_seqlens needs batch size 1 (flatten the batch first), got {x.shape[0]}")
+    if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != x.shape[1]:
+        raise ValueError(f"cu_seqlens must run from 0 to T={x.shape[1]}, got {cu_seqlens.tolist()}")
+
+
+def document_ids(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
+    """[T] index of the document each token belongs to."""
+    tokens = torch.arange(length, device=cu_seqlens.device, dtype=cu_seqlens.dtype)
+    return torch.searchsorted(cu_seqlens[1:], tokens, right=True)
+
+
+def positions_in_documents(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
+    """[T] position of each token inside its own document (restarting at 0 at every document)."""
+    tokens = torch.arange(length, device=cu_seqlens.device)
+    return tokens - cu_seqlens.long()[document_ids(cu_seqlens, length)]

@@ -1,0 +1,168 @@
+"""The Gated DeltaNet sequence mixer (gated-deltanet-facts.md), with the paper's ablation switches.
+
+    q, k = l2norm(SiLU(conv(W_q x))), l2norm(SiLU(conv(W_k x)))      per head, eps 1e-6
+    v    = SiLU(conv(W_v x))
+    beta = sigmoid(W_b x + b_b)                                       (0, 1), per head
+    log alpha = -exp(A_log) * softplus(W_a x + dt_bias)               the Mamba2 gate, per head
+    S_t  = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,  o_t = S_t^T (q_t / sqrt(d_k))
+    y    = W_o [ RMSNorm(o) * w * SiLU(W_g x) ]                       RMSNorm per head
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gdn.kernels
+from gdn.kernels import chunk_gated_delta_rule_torch
+from gdn.models.documents import check_packed
+from gdn.models.gated_linear_attention import chunk_gated_linear_attention
+from gdn.models.norms import GatedRMSNorm, RMSNorm
+from gdn.models.short_conv import ShortConvolution
+
+BACKENDS = ("auto", "torch", "triton")
+QK_NORMS = ("l2", "none")
+
+
+@dataclass
+class GatedDeltaNetState:
+    """Decode state: the recurrent state [B, H, d_k, d_v] and the q/k/v convolution caches [B, conv_size-1, C]."""
+
+    recurrent: torch.Tensor | None = None
+    conv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+class GatedDeltaNet(nn.Module):
+    """forward(x [B, T, d_model], cu_seqlens=None, state=None) -> (y [B, T, d_model], new state or None).
+
+    Ablations: use_gate=False is DeltaNet (alpha = 1); use_delta=False is gated linear attention
+    S_t = alpha_t S_{t-1} + k_t v_t^T (no beta); use_short_conv=False keeps the SiLU but drops the convolution;
+    use_output_gate / use_output_norm drop SiLU(W_g x) / the RMSNorm; qk_norm="none" skips the L2 normalisation.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        head_dim: int,
+        expand_v: float = 2,
+        conv_size: int = 4,
+        use_short_conv: bool = True,
+        use_gate: bool = True,
+        use_delta: bool = True,
+        use_output_gate: bool = True,
+        use_output_norm: bool = True,
+        qk_norm: str = "l2",
+        backend: str = "auto",
+        chunk_size: int = 64,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if qk_norm not in QK_NORMS:
+            raise ValueError(f"qk_norm must be one of {QK_NORMS}, got {qk_norm!r}")
+        if head_dim * expand_v != int(head_dim * expand_v):
+            raise ValueError(f"head_dim * expand_v must be an integer, got {head_dim} * {expand_v}")
+        self.num_heads, self.head_dim, self.head_v_dim = num_heads, head_dim, int(head_dim * expand_v)
+        self.use_gate, self.use_delta, self.use_short_conv = use_gate, use_delta, use_short_conv
+        self.use_output_gate, self.use_output_norm = use_output_gate, use_output_norm
+        self.qk_norm, self.backend, self.chunk_size = qk_norm, backend, chunk_size
+        key_dim, value_dim = num_heads * head_dim, num_heads * self.head_v_dim
+
+        self.q_proj = nn.Linear(d_model, key_dim, bias=False)
+        self.k_proj = nn.Linear(d_model, key_dim, bias=False)
+        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        if use_short_conv:
+            self.q_conv = ShortConvolution(key_dim, conv_size)
+            self.k_conv = ShortConvolution(key_dim, conv_size)
+            self.v_conv = ShortConvolution(value_dim, conv_size)
+        if use_delta:
+            self.b_proj = nn.Linear(d_model, num_heads, bias=True)  # the one bias of the official layer
+        if use_gate:
+            self.a_proj = nn.Linear(d_model, num_heads, bias=False)
+            self.A_log = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+            self.dt_bias = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+            self.A_log._no_weight_decay = True
+            self.dt_bias._no_weight_decay = True
+        if use_output_gate:
+            self.g_proj = nn.Linear(d_model, value_dim, bias=False)
+        if use_output_norm:
+            norm = GatedRMSNorm if use_output_gate else RMSNorm
+            self.o_norm = norm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The Mamba2 gate init: A ~ U(0, 16); dt log-uniform in [1e-3, 0.1], floored at 1e-4."""
+        if not self.use_gate:
+            return
+        with torch.no_grad():
+            self.A_log.copy_(torch.empty_like(self.A_log).uniform_(0, 16).log())
+            log_dt = torch.empty_like(self.dt_bias).uniform_(math.log(1e-3), math.log(0.1))
+            dt = log_dt.exp().clamp(min=1e-4)
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus: softplus(dt_bias) = dt
+
+    def init_state(self) -> GatedDeltaNetState:
+        """An empty decode state (zeros), to pass as `state` on the first call."""
+        return GatedDeltaNetState()
+
+    def forward(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, state: GatedDeltaNetState | None = None
+    ) -> tuple[torch.Tensor, GatedDeltaNetState | None]:
+        check_packed(x, cu_seqlens)
+        if state is not None and cu_seqlens is not None:
+            raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_cache = None
+        if self.use_short_conv:
+            old_cache = state.conv if state is not None and state.conv is not None else (None, None, None)
+            convs = (self.q_conv, self.k_conv, self.v_conv)
+            (q, q_cache), (k, k_cache), (v, v_cache) = (
+                conv(t, cu_seqlens, cache) for conv, t, cache in zip(convs, (q, k, v), old_cache)
+            )
+            conv_cache = (q_cache, k_cache, v_cache)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q, k = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k))
+        v = v.unflatten(-1, (self.num_heads, self.head_v_dim))
+
+        o, recurrent = self._mix(x, q, k, v, cu_seqlens, None if state is None else state.recurrent, state is not None)
+        if self.use_output_gate:
+            gate = self.g_proj(x).unflatten(-1, (self.num_heads, self.head_v_dim))
+            o = self.o_norm(o, gate) if self.use_output_norm else o * F.silu(gate)
+        elif self.use_output_norm:
+            o = self.o_norm(o)
+        y = self.o_proj(o.flatten(-2))
+        return y, (GatedDeltaNetState(recurrent, conv_cache) if state is not None else None)
+
+    def _mix(self, x, q, k, v, cu_seqlens, initial_state, output_final_state):
+        """The recurrence over [B, T, H, D] heads; gates in float32 (float64 for float64 inputs)."""
+        gate_dtype = torch.promote_types(x.dtype, torch.float32)
+        if self.use_gate:
+            dt = F.softplus(self.a_proj(x).to(gate_dtype) + self.dt_bias)
+            g = -self.A_log.exp().to(gate_dtype) * dt  # log alpha_t
+        else:
+            g = x.new_zeros(x.shape[:-1] + (self.num_heads,), dtype=gate_dtype)
+        common = dict(
+            initial_state=initial_state,
+            output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens,
+            use_qk_l2norm=self.qk_norm == "l2",
+        )
+        if not self.use_delta:
+            return chunk_gated_linear_attention(q, k, v, g, chunk_size=self.chunk_size, **common)
+        beta = torch.sigmoid(self.b_proj(x).to(gate_dtype))
+        return self._delta_rule_kernel(x)(q, k, v, g, beta, **common)
+
+    def _delta_rule_kernel(self, x: torch.Tensor):
+        triton_kernel = getattr(gdn.kernels, "chunk_gated_delta_rule", None)
+        if self.backend == "triton" or (self.backend == "auto" and x.is_cuda and triton_kernel is not None):
+            if triton_kernel is None:
+                raise RuntimeError("backend='triton' but gdn.kernels.chunk_gated_delta_rule is not available")
+            return triton_kernel
+        return partial(chunk_gated_delta_rule_torch, chunk_size=self.chunk_size)

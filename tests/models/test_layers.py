@@ -1,0 +1,78 @@
+"""The small layers: short convolution, RoPE, RMSNorm variants, SwiGLU, packed-document helpers."""
+import torch
+import torch.nn.functional as F
+
+from gdn.models.documents import document_ids, positions_in_documents
+from gdn.models.mlp import SwiGLU, default_hidden_size
+from gdn.models.norms import GatedRMSNorm, RMSNorm
+from gdn.models.rotary import RotaryEmbedding
+from gdn.models.short_conv import ShortConvolution
+
+CU_SEQLENS = torch.tensor([0, 3, 4, 9], dtype=torch.int32)
+
+
+def test_document_helpers():
+    assert document_ids(CU_SEQLENS, 9).tolist() == [0, 0, 0, 1, 2, 2, 2, 2, 2]
+    assert positions_in_documents(CU_SEQLENS, 9).tolist() == [0, 1, 2, 0, 0, 1, 2, 3, 4]
+
+
+def test_short_conv_is_causal_conv1d_plus_silu():
+    torch.manual_seed(0)
+    conv = ShortConvolution(6, kernel_size=4).double()
+    x = torch.randn(2, 11, 6, dtype=torch.float64)
+    want = F.silu(F.conv1d(x.transpose(1, 2), conv.weight[:, None, :], padding=3, groups=6)[..., :11]).transpose(1, 2)
+    y, cache = conv(x)
+    torch.testing.assert_close(y, want)
+    torch.testing.assert_close(cache, x[:, -3:])
+
+
+def test_short_conv_does_not_leak_across_documents():
+    conv = ShortConvolution(5).double()
+    x = torch.randn(1, 9, 5, dtype=torch.float64)
+    packed, _ = conv(x, cu_seqlens=CU_SEQLENS)
+    separate = torch.cat([conv(x[:, s:e])[0] for s, e in [(0, 3), (3, 4), (4, 9)]], dim=1)
+    torch.testing.assert_close(packed, separate)
+
+
+def test_short_conv_cache_continues_the_sequence():
+    conv = ShortConvolution(5).double()
+    x = torch.randn(2, 10, 5, dtype=torch.float64)
+    full, _ = conv(x)
+    first, cache = conv(x[:, :2], cache=torch.zeros(2, 3, 5, dtype=torch.float64))
+    pieces = [first]
+    for t in range(2, 10):
+        y, cache = conv(x[:, t : t + 1], cache=cache)
+        pieces.append(y)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
+
+
+def test_rotary_matches_complex_rotation_and_is_relative():
+    rope = RotaryEmbedding(8, base=10000.0)
+    x = torch.randn(1, 5, 2, 8, dtype=torch.float64)
+    positions = torch.arange(5)
+    as_complex = torch.complex(x[..., :4], x[..., 4:])  # pair i is (x_i, x_{i+4})
+    angles = positions[:, None, None] * 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    want = as_complex * torch.polar(torch.ones_like(angles), angles)
+    torch.testing.assert_close(rope(x, positions), torch.cat([want.real, want.imag], dim=-1))
+    q, k = torch.randn(2, 1, 1, 1, 8, dtype=torch.float64)
+    score = lambda i, j: (rope(q, torch.tensor([i])) * rope(k, torch.tensor([j]))).sum()  # noqa: E731
+    torch.testing.assert_close(score(7, 3), score(104, 100))
+
+
+def test_rms_norms():
+    norm = GatedRMSNorm(6, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, gate = torch.randn(2, 3, 6, dtype=torch.float64), torch.randn(2, 3, 6, dtype=torch.float64)
+    normalized = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x, gate), normalized * gate * torch.sigmoid(gate))
+    torch.testing.assert_close(RMSNorm.forward(norm, x), normalized)
+    assert RMSNorm(4)(torch.randn(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_swiglu():
+    assert default_hidden_size(1536) == 4096 and default_hidden_size(2048) == 5632 and default_hidden_size(32) == 256
+    mlp = SwiGLU(8, hidden_size=12).double()
+    x = torch.randn(3, 8, dtype=torch.float64)
+    hidden = F.silu(x @ mlp.gate_proj.weight.T) * (x @ mlp.up_proj.weight.T)
+    torch.testing.assert_close(mlp(x), hidden @ mlp.down_proj.weight.T)
