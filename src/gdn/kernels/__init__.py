@@ -1,2 +1,3 @@
 """Sequence-mixing kernels, one folder per operator (see shared DESIGN: chunk.py, recurrent.py, reference.py)."""
+from gdn.kernels.gated_delta import chunk_gated_delta_rule, recurrent_gated_delta_rule
 from gdn.kernels.gated_delta import chunk_gated_delta_rule_torch, recurrent_gated_delta_rule_reference

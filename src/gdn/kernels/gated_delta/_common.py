@@ -1,0 +1,134 @@
+"""Shared plumbing of the chunked Triton kernels: sequence/chunk layout, buffers, autotuning, shape limits.
+
+Every kernel sees the input as one flat token axis [total_tokens, heads, dim]: a dense batch [B, T] is B
+sequences of length T back to back, so dense and varlen inputs share one code path (cu_seqlens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 64  # tokens per chunk: the UT transform inverts a CHUNK x CHUNK unit-lower-triangular matrix
+MAX_K = 256
+MAX_V = 512
+
+# Tests set this to True so that every buffer starts as NaN and an element a kernel forgot to write fails.
+poison_outputs = False
+
+
+def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if poison_outputs:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def interpreting() -> bool:
+    return triton.knobs.runtime.interpret
+
+
+def _make_interpreter_bf16_match_the_gpu() -> None:
+    """Two bf16 faults of Triton's CPU interpreter (3.9), patched so CPU tests measure what the GPU computes:
+    dot multiplies bf16 operands as their raw uint16 bits (upcast them to fp32 first: exact, and what bf16
+    products with fp32 accumulation give), and fp32 -> bf16 casts truncate (the GPU rounds to nearest even)."""
+    import numpy as np
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
+    create_dot, cast_impl = InterpreterBuilder.create_dot, InterpreterBuilder.cast_impl
+
+    def upcasting_create_dot(self, a, b, d, *args):
+        a, b = (cast_impl(self, x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
+        return create_dot(self, a, b, d, *args)
+
+    def rounding_cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            rounded = torch.from_numpy(np.ascontiguousarray(src.data)).to(torch.bfloat16).view(torch.int16)
+            return TensorHandle(rounded.numpy().view(np.uint16), tl.bfloat16)
+        return cast_impl(self, src, dst_type)
+
+    InterpreterBuilder.create_dot = upcasting_create_dot
+    InterpreterBuilder.cast_impl = rounding_cast_impl
+
+
+if interpreting():
+    _make_interpreter_bf16_match_the_gpu()
+
+
+def autotune(configs: list[triton.Config], key: list[str]):
+    """triton.autotune, reduced to the first config under the CPU interpreter (timing it would only be slow)."""
+    return triton.autotune(configs=configs[:1] if interpreting() else configs, key=key)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get true fp32 products (the fp32 path is the accurate one); half inputs use tensor cores."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def pow2_at_least_16(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where every sequence and every chunk lies on the flat token axis.
+
+    cu_seqlens:    int32 [N + 1], sequence n spans tokens [cu_seqlens[n], cu_seqlens[n + 1]).
+    chunk_index:   int32 [num_chunks, 2], (sequence, chunk within the sequence) of every chunk, in order.
+    chunk_offsets: int32 [N + 1], index of each sequence's first chunk (per-chunk buffers are [num_chunks, ...]).
+    """
+
+    cu_seqlens: torch.Tensor
+    chunk_index: torch.Tensor
+    chunk_offsets: torch.Tensor
+    num_seqs: int
+    num_chunks: int
+
+
+def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, device: torch.device) -> ChunkLayout:
+    if cu_seqlens is None:
+        per_seq = triton.cdiv(length, CHUNK)
+        seqs = torch.arange(batch + 1, dtype=torch.int32, device=device)
+        within = torch.arange(per_seq, dtype=torch.int32, device=device)
+        index = torch.stack([seqs[:-1].repeat_interleave(per_seq), within.repeat(batch)], 1).contiguous()
+        return ChunkLayout(seqs * length, index, seqs * per_seq, batch, batch * per_seq)
+    cu = cu_seqlens.to(device=device, dtype=torch.int32)
+    per_seq = (cu[1:] - cu[:-1] + CHUNK - 1) // CHUNK
+    counts = per_seq.tolist()
+    seqs = torch.repeat_interleave(torch.arange(len(counts), device=device), per_seq)
+    within = torch.cat([torch.arange(c, device=device) for c in counts]) if counts else seqs
+    offsets = torch.cat([cu.new_zeros(1), per_seq.cumsum(0)]).int()
+    index = torch.stack([seqs, within], 1).int().contiguous()
+    return ChunkLayout(cu, index, offsets, len(counts), int(sum(counts)))
+
+
+def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens) -> None:
+    """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512)."""
+    if q.dim() != 4 or k.shape != q.shape:
+        raise ValueError(f"q and k must both be [B, T, H, K]; got {tuple(q.shape)} and {tuple(k.shape)}")
+    B, T, H, K = q.shape
+    if v.dim() != 4 or v.shape[:3] != (B, T, H):
+        raise ValueError(f"v must be [B, T, H, V] with B, T, H of q {(B, T, H)}; got {tuple(v.shape)}")
+    V = v.shape[-1]
+    if not 1 <= K <= MAX_K:
+        raise ValueError(f"head dim K = {K} is outside the supported range 1..{MAX_K}")
+    if not 1 <= V <= MAX_V:
+        raise ValueError(f"value dim V = {V} is outside the supported range 1..{MAX_V}")
+    for name, t in (("g", g), ("beta", beta)):
+        if t.shape != (B, T, H):
+            raise ValueError(f"{name} must be [B, T, H] = {(B, T, H)}; got {tuple(t.shape)}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+            raise ValueError(f"{name} must be bf16, fp16 or fp32; got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"with cu_seqlens the batch size must be 1; got {B}")
+        bounds = cu_seqlens.tolist()
+        if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != T or any(b > a for a, b in zip(bounds[1:], bounds)):
+            raise ValueError(f"cu_seqlens must rise from 0 to T = {T}; got {bounds}")
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    if initial_state is not None and initial_state.shape != (N, H, K, V):
+        raise ValueError(f"initial_state must be [N, H, K, V] = {(N, H, K, V)}; got {tuple(initial_state.shape)}")

@@ -1,0 +1,194 @@
+"""Chunk-parallel output of chunked linear recurrences with a scalar per-token decay, and its backward.
+
+Per chunk, with S the state at the chunk's start (from the state pass), gc the chunk-local cumulative log decay
+and M_ij = exp(gc_i - gc_j) for i >= j (0 above the diagonal):
+    O = scale [ (exp(gc) o Q) S + (Q K^T o M) V_new ]
+Shared with Mamba2's SSD (there V_new is dt x and there is no W). The backward, with dS the gradient of the
+chunk's end state S' = exp(gl) S + (exp(gl - gc) o K)^T V_new and dV_new from the reverse state pass:
+    dV_intra = scale (Q K^T o M)^T dO                         (the reverse state pass adds the rest)
+    dP = scale dO V_new^T o M
+    dQ = scale exp(gc) o (dO S^T) + dP K
+    dK = exp(gl - gc) o (V_new dS^T) + dP^T Q
+    dW = -dV_new S^T                                           (delta rule only)
+    dgc_i = q_i . dq_i - k_i . dk_i   (+ exp(gl) <S, dS> + sum_j k_j . dK_state_j at the chunk's last row)
+The last line follows from every gc entering as a difference gc_i - gc_j, or as gl - gc_j for the state.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, autotune, dot_precision, new_buffer, pow2_at_least_16
+from gdn.kernels.gated_delta._wy import chunk_rows
+
+_CONFIGS = [
+    triton.Config({"BV": bv}, num_warps=w, num_stages=s) for bv in (64, 128) for w in (4, 8) for s in (2, 3)
+]
+
+
+@triton.jit
+def causal_decay(gc, valid, BT: tl.constexpr):
+    """M_ij = exp(gc_i - gc_j) for j <= i inside the sequence, else 0 (the exponent is masked first: no overflow)."""
+    rt = tl.arange(0, BT)
+    causal = (rt[:, None] >= rt[None, :]) & valid[None, :]
+    return tl.where(causal, tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
+
+
+@autotune(_CONFIGS, key=["K", "V"])
+@triton.jit
+def output_forward_kernel(
+    q_ptr, k_ptr, v_new_ptr, h_ptr, gc_ptr, o_ptr,
+    cu_seqlens_ptr, chunk_index_ptr, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_v, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    cv = i_v * BV + tl.arange(0, BV)
+    dtype = k_ptr.dtype.element_ty
+    o_inter = tl.zeros((BT, BV), dtype=tl.float32)
+    qk = tl.zeros((BT, BT), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        k_mask = valid[:, None] & (ck < K)
+        q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
+        k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+        s = tl.load(h_ptr + ((i_c * H + i_h) * K + ck[:, None]) * V + cv[None, :],
+                    mask=(ck[:, None] < K) & (cv[None, :] < V), other=0.0)
+        o_inter += tl.dot(q, s, input_precision=PRECISION)
+        qk += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+    p = (qk * causal_decay(gc, valid, BT)).to(dtype)
+    v_offs = (rows[:, None] * H + i_h) * V + cv[None, :]
+    v_mask = valid[:, None] & (cv < V)
+    v_new = tl.load(v_new_ptr + v_offs, mask=v_mask, other=0.0)
+    o = scale * (o_inter * tl.exp(gc)[:, None] + tl.dot(p, v_new, input_precision=PRECISION))
+    tl.store(o_ptr + v_offs, o.to(o_ptr.dtype.element_ty), mask=v_mask)
+
+
+@autotune(_CONFIGS, key=["K", "V"])
+@triton.jit
+def output_backward_dv_kernel(
+    q_ptr, k_ptr, gc_ptr, do_ptr, dv_ptr,
+    cu_seqlens_ptr, chunk_index_ptr, scale,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """dV_intra = scale (Q K^T o M)^T dO."""
+    i_v, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    cv = i_v * BV + tl.arange(0, BV)
+    kq = tl.zeros((BT, BT), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        k_mask = valid[:, None] & (ck < K)
+        q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
+        k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+        kq += tl.dot(k, tl.trans(q), input_precision=PRECISION)
+    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+    p_t = (kq * tl.trans(causal_decay(gc, valid, BT)) * scale).to(k_ptr.dtype.element_ty)
+    v_offs = (rows[:, None] * H + i_h) * V + cv[None, :]
+    v_mask = valid[:, None] & (cv < V)
+    do = tl.load(do_ptr + v_offs, mask=v_mask, other=0.0)
+    dv = tl.dot(p_t, do, input_precision=PRECISION)
+    tl.store(dv_ptr + v_offs, dv.to(dv_ptr.dtype.element_ty), mask=v_mask)
+
+
+@autotune([triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)], key=["K", "V", "HAS_W"])
+@triton.jit
+def output_backward_qkw_kernel(
+    q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr,
+    dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out, fp32: [T, H, K] x3 (dw if HAS_W), [NK, T, H] partial over K tiles
+    cu_seqlens_ptr, chunk_index_ptr, scale,
+    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_W: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_k, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    ck = i_k * BK + tl.arange(0, BK)
+    dtype = k_ptr.dtype.element_ty
+    dq_inter = tl.zeros((BT, BK), dtype=tl.float32)
+    dk_state = tl.zeros((BT, BK), dtype=tl.float32)
+    dw = tl.zeros((BT, BK), dtype=tl.float32)
+    dp = tl.zeros((BT, BT), dtype=tl.float32)
+    s_ds = tl.zeros((BK, BV), dtype=tl.float32)
+    for v0 in range(0, V, BV):
+        cv = v0 + tl.arange(0, BV)
+        v_offs = (rows[:, None] * H + i_h) * V + cv[None, :]
+        v_mask = valid[:, None] & (cv < V)
+        state_offs = ((i_c * H + i_h) * K + ck[:, None]) * V + cv[None, :]
+        state_mask = (ck[:, None] < K) & (cv[None, :] < V)
+        s = tl.load(h_ptr + state_offs, mask=state_mask, other=0.0)
+        ds = tl.load(dh_ptr + state_offs, mask=state_mask, other=0.0)
+        v_new = tl.load(v_new_ptr + v_offs, mask=v_mask, other=0.0)
+        do = tl.load(do_ptr + v_offs, mask=v_mask, other=0.0)
+        dq_inter += tl.dot(do, tl.trans(s), input_precision=PRECISION)
+        dk_state += tl.dot(v_new, tl.trans(ds), input_precision=PRECISION)
+        dp += tl.dot(do, tl.trans(v_new), input_precision=PRECISION)
+        s_ds += s.to(tl.float32) * ds.to(tl.float32)
+        if HAS_W:
+            dv_new = tl.load(dv_new_ptr + v_offs, mask=v_mask, other=0.0)
+            dw -= tl.dot(dv_new, tl.trans(s), input_precision=PRECISION)
+
+    k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+    k_mask = valid[:, None] & (ck < K)
+    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
+    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+    last = tl.max(tl.where(valid, rows, 0))
+    gl = tl.load(gc_ptr + last * H + i_h)
+    dp = (dp * causal_decay(gc, valid, BT) * scale).to(dtype)
+    dq = dq_inter * (scale * tl.exp(gc))[:, None] + tl.dot(dp, k, input_precision=PRECISION)
+    dk_state *= tl.where(valid, tl.exp(gl - gc), 0.0)[:, None]
+    dk = dk_state + tl.dot(tl.trans(dp), q, input_precision=PRECISION)
+    k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
+    dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
+    dgc += tl.where(rows == last, tl.exp(gl) * tl.sum(s_ds) + tl.sum(k_dk_state), 0.0)
+    tl.store(dq_ptr + k_offs, dq, mask=k_mask)
+    tl.store(dk_ptr + k_offs, dk, mask=k_mask)
+    if HAS_W:
+        tl.store(dw_ptr + k_offs, dw, mask=k_mask)
+    tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
+
+
+def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
+    total, H, K = q.shape
+    V = v_new.shape[-1]
+    o = new_buffer(v_new.shape, q.dtype, q.device)
+    output_forward_kernel[lambda meta: (triton.cdiv(V, meta["BV"]), layout.num_chunks, H)](
+        q, k, v_new, h, gc, o, layout.cu_seqlens, layout.chunk_index, scale,
+        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), PRECISION=dot_precision(q.dtype),
+    )
+    return o
+
+
+def output_backward_dv(q, k, gc, do, scale: float, layout: ChunkLayout):
+    total, H, K = q.shape
+    V = do.shape[-1]
+    dv = new_buffer(do.shape, q.dtype, q.device)
+    output_backward_dv_kernel[lambda meta: (triton.cdiv(V, meta["BV"]), layout.num_chunks, H)](
+        q, k, gc, do, dv, layout.cu_seqlens, layout.chunk_index, scale,
+        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), PRECISION=dot_precision(q.dtype),
+    )
+    return dv
+
+
+def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w: bool, layout: ChunkLayout):
+    """-> dq, dk (from the output and state paths), dw (None without W), dgc [T, H]; all fp32."""
+    total, H, K = q.shape
+    V = do.shape[-1]
+    BK = min(128, pow2_at_least_16(K))
+    n_k = triton.cdiv(K, BK)
+    dq = new_buffer(q.shape, torch.float32, q.device)
+    dk = new_buffer(q.shape, torch.float32, q.device)
+    dw = new_buffer(q.shape, torch.float32, q.device) if has_w else None
+    dgc = new_buffer((n_k, total, H), torch.float32, q.device)
+    output_backward_qkw_kernel[(n_k, layout.num_chunks, H)](
+        q, k, v_new, h, dh, gc, do, dv_new, dq, dk, dw, dgc, layout.cu_seqlens, layout.chunk_index, scale,
+        total, H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=min(64, pow2_at_least_16(V)), HAS_W=has_w,
+        PRECISION=dot_precision(q.dtype),
+    )
+    return dq, dk, dw, dgc.sum(0)

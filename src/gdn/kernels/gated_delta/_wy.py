@@ -1,0 +1,220 @@
+"""WY representation of a chunk of delta-rule updates (gated-deltanet-facts.md, "Chunked training algorithm").
+
+Per chunk of C = 64 tokens and per head, with gc the chunk-local cumulative log decay and Gamma = exp(gc):
+    A = strictly-lower( diag(beta) (exp(gc_i - gc_j) o K K^T) )        (C x C)
+    T = (I + A)^-1                                                       (UT transform)
+    W = T diag(beta Gamma) K,   U = T diag(beta) V
+`wy_forward` computes gc, T, W and U in one kernel per (chunk, head); `wy_backward` turns dW, dU into
+dk, dv, dbeta and dg (the dk it receives already holds the other paths' contributions).
+
+Precision: gc, A, T and all accumulators are fp32. With bf16/fp16 inputs, T and the products beta Gamma K,
+beta V are rounded to the input dtype once, right before the tensor-core products that make W and U: one
+rounding (relative 2^-9 for bf16) per operand, summed in fp32, so W and U carry about bf16 rounding error,
+not a growing one.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from gdn.kernels.gated_delta._common import (
+    CHUNK,
+    ChunkLayout,
+    autotune,
+    dot_precision,
+    new_buffer,
+    pow2_at_least_16,
+)
+
+_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)]
+
+
+@triton.jit
+def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
+    """Token rows of chunk i_c on the flat token axis, and which of them lie inside its sequence."""
+    i_n = tl.load(chunk_index_ptr + 2 * i_c)
+    start = tl.load(cu_seqlens_ptr + i_n) + tl.load(chunk_index_ptr + 2 * i_c + 1) * BT
+    end = tl.load(cu_seqlens_ptr + i_n + 1)
+    rows = start + tl.arange(0, BT)
+    return rows, rows < end
+
+
+@triton.jit
+def unit_lower_inverse(a, BT: tl.constexpr, PRECISION: tl.constexpr):
+    """(I + A)^-1 of a strictly lower-triangular BT x BT matrix A (BT = 64), in fp32.
+
+    The four 16 x 16 diagonal blocks D_b are inverted by forward substitution; with L the rest of A,
+    I + A = (I + D)(I + N), N = (I + D)^-1 L strictly block-lower, so N^4 = 0 and
+    (I + A)^-1 = (I - N + N^2 - N^3)(I + D)^-1 = (I - N)(I + N^2)(I + D)^-1.
+    """
+    NB: tl.constexpr = BT // 16
+    blk = tl.arange(0, NB)
+    same_block = blk[:, None, None, None] == blk[None, None, :, None]
+    a4 = tl.reshape(a, (NB, 16, NB, 16))
+    d = tl.sum(tl.where(same_block, a4, 0.0), axis=2)  # [NB, 16, 16]: the diagonal blocks
+    r = tl.arange(0, 16)
+    is_row = r[None, :, None]
+    x = tl.where(is_row == r[None, None, :], 1.0, 0.0) + tl.zeros((NB, 16, 16), dtype=tl.float32)
+    for i in range(1, 16):  # X[i, :] = e_i - sum_{j < i} D[i, j] X[j, :]; rows j < i are final
+        d_row = tl.sum(tl.where(is_row == i, d, 0.0), axis=1)
+        x = tl.where(is_row == i, x - tl.sum(d_row[:, :, None] * x, axis=1)[:, None, :], x)
+    d_inv = tl.reshape(tl.where(same_block, x[:, :, None, :], 0.0), (BT, BT))
+    n = tl.dot(d_inv, a - tl.reshape(tl.where(same_block, a4, 0.0), (BT, BT)), input_precision=PRECISION)
+    rt = tl.arange(0, BT)
+    eye = tl.where(rt[:, None] == rt[None, :], 1.0, 0.0)
+    n2 = tl.dot(n, n, input_precision=PRECISION)
+    return tl.dot(tl.dot(eye - n, eye + n2, input_precision=PRECISION), d_inv, input_precision=PRECISION)
+
+
+@autotune(_CONFIGS, key=["K", "V"])
+@triton.jit
+def wy_forward_kernel(
+    k_ptr, v_ptr, g_ptr, beta_ptr,  # [T, H, K], [T, H, V], [T, H] log decay, [T, H]
+    gc_ptr, t_ptr, w_ptr, u_ptr,  # out: [T, H] fp32, [T, H, BT] fp32, [T, H, K], [T, H, V]
+    cu_seqlens_ptr, chunk_index_ptr,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    rt = tl.arange(0, BT)
+    gc = tl.cumsum(tl.load(g_ptr + rows * H + i_h, mask=valid, other=0.0).to(tl.float32), 0)
+    tl.store(gc_ptr + rows * H + i_h, gc, mask=valid)
+    beta = tl.load(beta_ptr + rows * H + i_h, mask=valid, other=0.0).to(tl.float32)
+
+    kk = tl.zeros((BT, BT), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        kb = tl.load(k_ptr + (rows[:, None] * H + i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), other=0.0)
+        kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
+    lower = rt[:, None] > rt[None, :]
+    a = tl.where(lower, beta[:, None] * tl.exp(tl.where(lower, gc[:, None] - gc[None, :], 0.0)) * kk, 0.0)
+    t = unit_lower_inverse(a, BT, PRECISION)
+    tl.store(t_ptr + (rows[:, None] * H + i_h) * BT + rt[None, :], t, mask=valid[:, None])
+
+    t_in = t.to(k_ptr.dtype.element_ty)
+    k_scale = beta * tl.exp(gc)
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        mask = valid[:, None] & (ck < K)
+        kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
+        w = tl.dot(t_in, (kb * k_scale[:, None]).to(t_in.dtype), input_precision=PRECISION)
+        tl.store(w_ptr + offs, w.to(w_ptr.dtype.element_ty), mask=mask)
+    for v0 in range(0, V, BV):
+        cv = v0 + tl.arange(0, BV)
+        offs = (rows[:, None] * H + i_h) * V + cv[None, :]
+        mask = valid[:, None] & (cv < V)
+        vb = tl.load(v_ptr + offs, mask=mask, other=0.0)
+        u = tl.dot(t_in, (vb * beta[:, None]).to(t_in.dtype), input_precision=PRECISION)
+        tl.store(u_ptr + offs, u.to(u_ptr.dtype.element_ty), mask=mask)
+
+
+@autotune(_CONFIGS, key=["K", "V"])
+@triton.jit
+def wy_backward_kernel(
+    k_ptr, v_ptr, beta_ptr, gc_ptr, t_ptr,  # forward inputs and saved gc, T
+    dw_ptr, du_ptr,  # [T, H, K] fp32, [T, H, V]: gradients of W and U
+    dk_ptr,  # [T, H, K] fp32: in, dk from the other paths; out, the full dk
+    dgc_ptr,  # [T, H] fp32: dL/dgc from the other paths
+    dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, V], [T, H] fp32, [T, H] fp32
+    cu_seqlens_ptr, chunk_index_ptr,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    rt = tl.arange(0, BT)
+    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+    beta = tl.load(beta_ptr + rows * H + i_h, mask=valid, other=0.0).to(tl.float32)
+    k_scale = beta * tl.exp(gc)
+    t = tl.load(t_ptr + (rows[:, None] * H + i_h) * BT + rt[None, :], mask=valid[:, None], other=0.0)
+    t_t = tl.trans(t)
+
+    # dT = dW (diag(beta Gamma) K)^T + dU (diag(beta) V)^T; dV = diag(beta) T^T dU
+    d_t = tl.zeros((BT, BT), dtype=tl.float32)
+    kk = tl.zeros((BT, BT), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        mask = valid[:, None] & (ck < K)
+        kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
+        dwb = tl.load(dw_ptr + offs, mask=mask, other=0.0)
+        d_t += tl.dot(dwb, tl.trans(kb * k_scale[:, None]), input_precision=PRECISION)
+        kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
+    dbeta = tl.zeros((BT,), dtype=tl.float32)
+    for v0 in range(0, V, BV):
+        cv = v0 + tl.arange(0, BV)
+        offs = (rows[:, None] * H + i_h) * V + cv[None, :]
+        mask = valid[:, None] & (cv < V)
+        vb = tl.load(v_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        dub = tl.load(du_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        d_t += tl.dot(dub, tl.trans(vb * beta[:, None]), input_precision=PRECISION)
+        t_du = tl.dot(t_t, dub, input_precision=PRECISION)
+        tl.store(dv_ptr + offs, (t_du * beta[:, None]).to(dv_ptr.dtype.element_ty), mask=mask)
+        dbeta += tl.sum(vb * t_du, 1)
+
+    # T = (I + A)^-1  =>  dA = -T^T dT T^T, kept on the strictly lower part where A lives
+    lower = rt[:, None] > rt[None, :]
+    decay = tl.exp(tl.where(lower, gc[:, None] - gc[None, :], 0.0))
+    d_a = -tl.dot(tl.dot(t_t, d_t, input_precision=PRECISION), t_t, input_precision=PRECISION)
+    d_a = tl.where(lower, d_a * decay, 0.0)  # now dL/d(beta_i k_i.k_j), i > j
+    d_a_kk = d_a * kk
+    dbeta += tl.sum(d_a_kk, 1)
+    d_log_a = d_a_kk * beta[:, None]  # dL/d(gc_i - gc_j)
+    dgc = tl.load(dgc_ptr + rows * H + i_h, mask=valid, other=0.0) + tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)
+    d_kk = d_a * beta[:, None]  # dL/d(k_i . k_j)
+
+    for k0 in range(0, K, BK):
+        ck = k0 + tl.arange(0, BK)
+        offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        mask = valid[:, None] & (ck < K)
+        kb = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        t_dw = tl.dot(t_t, tl.load(dw_ptr + offs, mask=mask, other=0.0), input_precision=PRECISION)
+        k_dw = tl.sum(kb * t_dw, 1)
+        dbeta += tl.exp(gc) * k_dw
+        dgc += k_scale * k_dw
+        dk = tl.load(dk_ptr + offs, mask=mask, other=0.0) + t_dw * k_scale[:, None]
+        dk += tl.dot(d_kk, kb, input_precision=PRECISION) + tl.dot(tl.trans(d_kk), kb, input_precision=PRECISION)
+        tl.store(dk_ptr + offs, dk, mask=mask)
+
+    # gc_i = sum_{s <= i} g_s inside the chunk, so dg_s = sum_{i >= s} dgc_i
+    dg = tl.cumsum(tl.where(valid, dgc, 0.0), 0, reverse=True)
+    tl.store(dg_ptr + rows * H + i_h, dg, mask=valid)
+    tl.store(dbeta_ptr + rows * H + i_h, dbeta, mask=valid)
+
+
+def _tiles(K: int, V: int) -> tuple[int, int]:
+    return min(64, pow2_at_least_16(K)), min(64, pow2_at_least_16(V))
+
+
+def wy_forward(k, v, g, beta, layout: ChunkLayout):
+    """k [T, H, K], v [T, H, V], g, beta [T, H] -> gc [T, H] fp32, T [T, H, 64] fp32, W [T, H, K], U [T, H, V]."""
+    total, H, K = k.shape
+    V = v.shape[-1]
+    gc = new_buffer((total, H), torch.float32, k.device)
+    t = new_buffer((total, H, CHUNK), torch.float32, k.device)
+    w = new_buffer(k.shape, k.dtype, k.device)
+    u = new_buffer(v.shape, v.dtype, k.device)
+    BK, BV = _tiles(K, V)
+    wy_forward_kernel[(layout.num_chunks, H)](
+        k, v, g, beta, gc, t, w, u, layout.cu_seqlens, layout.chunk_index,
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
+    )
+    return gc, t, w, u
+
+
+def wy_backward(k, v, beta, gc, t, dw, du, dk, dgc, layout: ChunkLayout):
+    """Adds the WY paths to dk (in place) and dgc; returns dk, dv, dbeta, dg (dbeta, dg fp32)."""
+    total, H, K = k.shape
+    V = v.shape[-1]
+    dv = new_buffer(v.shape, v.dtype, k.device)
+    dbeta = new_buffer((total, H), torch.float32, k.device)
+    dg = new_buffer((total, H), torch.float32, k.device)
+    BK, BV = _tiles(K, V)
+    wy_backward_kernel[(layout.num_chunks, H)](
+        k, v, beta, gc, t, dw, du, dk, dgc, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
+    )
+    return dk, dv, dbeta, dg
