@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 MAX_WIDTH = 4
+TAP_SLOTS = tl.constexpr(MAX_WIDTH)  # power-of-two tile axis holding every tap (or state slot) in the kernels
 
 BLOCK_T = 32  # rows per tile
 BLOCK_C = 128  # channels per tile (forward)
@@ -131,8 +132,8 @@ def _short_conv_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, dx_pt
     part = tl.program_id(0)
     channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_mask = channels < C
-    taps = tl.arange(0, MAX_WIDTH)
-    dweight = tl.zeros((BLOCK_C, MAX_WIDTH), dtype=tl.float32)
+    taps = tl.arange(0, TAP_SLOTS)
+    dweight = tl.zeros((BLOCK_C, TAP_SLOTS), dtype=tl.float32)
     dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for tile in range(TILES_PER_PROGRAM):
         rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -161,7 +162,7 @@ def _short_conv_state_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr,
     seq_id = tl.program_id(0)
     channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_mask = channels < C
-    slots = tl.arange(0, MAX_WIDTH)
+    slots = tl.arange(0, TAP_SLOTS)
     slot_mask = slots < WIDTH - 1
     if IS_VARLEN:
         start = tl.load(cu_seqlens_ptr + seq_id)
