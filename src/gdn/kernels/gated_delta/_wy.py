@@ -5,7 +5,7 @@ Per chunk of C = 64 tokens and per head, with gc the chunk-local cumulative log 
     T = (I + A)^-1                                                       (UT transform)
     W = T diag(beta Gamma) K,   U = T diag(beta) V
 `wy_forward` computes gc, T, W and U in one kernel per (chunk, head); `wy_backward` turns dW, dU into
-dk, dv, dbeta and dg (the dk it receives already holds the other paths' contributions).
+dk, dv, dbeta and dg, adding the other paths' dk and dgc.
 
 Precision: gc, A, T and all accumulators are fp32. With bf16/fp16 inputs, T and the products beta Gamma K,
 beta V are rounded to the input dtype once, right before the tensor-core products that make W and U: one
@@ -116,9 +116,8 @@ def wy_forward_kernel(
 def wy_backward_kernel(
     k_ptr, v_ptr, beta_ptr, gc_ptr, t_ptr,  # forward inputs and saved gc, T
     dw_ptr, du_ptr,  # [T, H, K] fp32, [T, H, V]: gradients of W and U
-    dk_ptr,  # [T, H, K] fp32: in, dk from the other paths; out, the full dk
-    dgc_ptr,  # [T, H] fp32: dL/dgc from the other paths
-    dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, V], [T, H] fp32, [T, H] fp32
+    dk_other_ptr, dgc_other_ptr,  # [T, H, K], [T, H] fp32: dk and dL/dgc from the output and state paths
+    dk_ptr, dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, K] fp32, [T, H, V], [T, H] fp32, [T, H] fp32
     cu_seqlens_ptr, chunk_index_ptr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
@@ -163,7 +162,7 @@ def wy_backward_kernel(
     d_a_kk = d_a * kk
     dbeta += tl.sum(d_a_kk, 1)
     d_log_a = d_a_kk * beta[:, None]  # dL/d(gc_i - gc_j)
-    dgc = tl.load(dgc_ptr + rows * H + i_h, mask=valid, other=0.0) + tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)
+    dgc = tl.load(dgc_other_ptr + rows * H + i_h, mask=valid, other=0.0) + tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)
     d_kk = d_a * beta[:, None]  # dL/d(k_i . k_j)
 
     for k0 in range(0, K, BK):
@@ -175,7 +174,7 @@ def wy_backward_kernel(
         k_dw = tl.sum(kb * t_dw, 1)
         dbeta += tl.exp(gc) * k_dw
         dgc += k_scale * k_dw
-        dk = tl.load(dk_ptr + offs, mask=mask, other=0.0) + t_dw * k_scale[:, None]
+        dk = tl.load(dk_other_ptr + offs, mask=mask, other=0.0) + t_dw * k_scale[:, None]
         dk += tl.dot(d_kk, kb, input_precision=PRECISION) + tl.dot(tl.trans(d_kk), kb, input_precision=PRECISION)
         tl.store(dk_ptr + offs, dk, mask=mask)
 
@@ -205,16 +204,17 @@ def wy_forward(k, v, g, beta, layout: ChunkLayout):
     return gc, t, w, u
 
 
-def wy_backward(k, v, beta, gc, t, dw, du, dk, dgc, layout: ChunkLayout):
-    """Adds the WY paths to dk (in place) and dgc; returns dk, dv, dbeta, dg (dbeta, dg fp32)."""
+def wy_backward(k, v, beta, gc, t, dw, du, dk_other, dgc_other, layout: ChunkLayout):
+    """Adds the WY paths to the other paths' dk and dgc; returns dk, dv, dbeta, dg (dk, dbeta, dg fp32)."""
     total, H, K = k.shape
     V = v.shape[-1]
+    dk = new_buffer(k.shape, torch.float32, k.device)
     dv = new_buffer(v.shape, v.dtype, k.device)
     dbeta = new_buffer((total, H), torch.float32, k.device)
     dg = new_buffer((total, H), torch.float32, k.device)
     BK, BV = _tiles(K, V)
     wy_backward_kernel[(layout.num_chunks, H)](
-        k, v, beta, gc, t, dw, du, dk, dgc, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
+        k, v, beta, gc, t, dw, du, dk_other, dgc_other, dk, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
         H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
     )
     return dk, dv, dbeta, dg

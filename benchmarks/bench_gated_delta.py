@@ -1,0 +1,141 @@
+"""Gated delta rule speed on one GPU: our Triton kernels vs FLA 0.6.0 vs SDPA causal attention.
+
+    PYTHONPATH=src python benchmarks/bench_gated_delta.py [--breakdown]
+
+bf16 q/k/v/beta, fp32 log decay g, q/k L2-normalised inside the kernel (FLA: use_qk_l2norm_in_kernel=True), no
+states. Times are CUDA-event medians (triton.testing.do_bench) after warm-up; peak memory is the allocator's
+peak during one fwd+bwd above what the inputs hold. FLA is optional: without it its columns read "-".
+--breakdown also times each of our stages at the first shape.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from gdn.kernels import chunk_gated_delta_rule
+
+SHAPES = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (4, 4096, 6, 256, 512)]  # B, T, H, K, V
+
+
+def load_fla():
+    try:
+        import fla.ops.common.chunk_o as fla_chunk_o
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as fla_chunk_gated_delta_rule
+    except ImportError as err:
+        print(f"note: FLA not importable ({err}); its columns are left empty")
+        return None
+    # FLA refuses its gated backward kernel on Hopper with Triton 3.4-3.7.0 (FLA issue 640: miscompiled there);
+    # lift the guard to time it. Its gradients on this toolchain are not trusted, only its speed is measured.
+    fla_chunk_o.TRITON_ABOVE_3_7_1 = True
+    return lambda q, k, v, g, beta: fla_chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)
+
+
+def ours(q, k, v, g, beta):
+    return chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm=True)
+
+
+def sdpa(q, k, v, g, beta):
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+
+
+def make_inputs(B, T, H, K, V, seed=0):
+    gen = torch.Generator("cuda").manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, device="cuda")  # noqa: E731
+    q, k, v = randn(B, T, H, K).bfloat16(), randn(B, T, H, K).bfloat16(), randn(B, T, H, V).bfloat16()
+    g = F.logsigmoid(randn(B, T, H) + 3.0)
+    beta = torch.sigmoid(randn(B, T, H)).bfloat16()
+    return [x.requires_grad_() for x in (q, k, v, g, beta)]
+
+
+def measure(fn, inputs):
+    """(fwd ms, fwd+bwd ms, peak extra GiB during fwd+bwd)."""
+    out = fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    do = torch.randn_like(out)
+    with torch.no_grad():
+        fwd = triton.testing.do_bench(lambda: fn(*inputs), warmup=50, rep=300, return_mode="median")
+
+    def step():
+        o = fn(*inputs)
+        (o[0] if isinstance(o, tuple) else o).backward(do)
+
+    fwd_bwd = triton.testing.do_bench(step, warmup=50, rep=300, grad_to_none=inputs, return_mode="median")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return fwd, fwd_bwd, (torch.cuda.max_memory_allocated() - base) / 2**30
+
+
+def breakdown(B, T, H, K, V):
+    """Time every stage of our forward and backward on the inputs of one shape."""
+    from gdn.kernels.gated_delta import _l2norm, _output, _state, _wy
+    from gdn.kernels.gated_delta._common import chunk_layout
+
+    q, k, v, g, beta = (x.detach().reshape(B * T, H, -1).squeeze(-1) for x in make_inputs(B, T, H, K, V))
+    layout = chunk_layout(B, T, None, q.device)
+    scale = K**-0.5
+    q, q_rstd = _l2norm.l2norm_forward(q)
+    k, k_rstd = _l2norm.l2norm_forward(k)
+    gc, t, w, u = _wy.wy_forward(k, v, g, beta, layout)
+    h, v_new, _ = _state.state_forward(k, w, u, gc, None, False, layout)
+    do = torch.randn_like(v)
+    dv_intra = _output.output_backward_dv(q, k, gc, do, scale, layout)
+    dh, dv_new, _ = _state.state_backward(q, k, w, gc, do, dv_intra, None, scale, False, layout)
+    dq, dk, dw, dgc = _output.output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale, True, layout)
+    stages = {
+        "l2norm fwd (q and k)": lambda: (_l2norm.l2norm_forward(q), _l2norm.l2norm_forward(k)),
+        "wy_forward": lambda: _wy.wy_forward(k, v, g, beta, layout),
+        "state_forward": lambda: _state.state_forward(k, w, u, gc, None, False, layout),
+        "output_forward": lambda: _output.output_forward(q, k, v_new, h, gc, scale, layout),
+        "output_backward_dv": lambda: _output.output_backward_dv(q, k, gc, do, scale, layout),
+        "state_backward": lambda: _state.state_backward(q, k, w, gc, do, dv_intra, None, scale, False, layout),
+        "output_backward_qkw": lambda: _output.output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale,
+                                                                   True, layout),
+        "wy_backward": lambda: _wy.wy_backward(k, v, beta, gc, t, dw, dv_new, dk, dgc, layout),
+        "l2norm bwd (q and k)": lambda: (_l2norm.l2norm_backward(q, q_rstd, dq, q.dtype),
+                                         _l2norm.l2norm_backward(k, k_rstd, dk, k.dtype)),
+    }
+    print(f"\nstage breakdown at {B}x{T}, H={H}, K={K}, V={V} (ms, median)")
+    for name, fn in stages.items():
+        print(f"  {name:24s} {triton.testing.do_bench(fn, warmup=25, rep=100, return_mode='median'):.3f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--breakdown", action="store_true", help="also time each of our stages at the first shape")
+    args = parser.parse_args()
+    fla = load_fla()
+    props = torch.cuda.get_device_properties(0)
+    print(f"card: {props.name}, torch {torch.__version__}, triton {triton.__version__}")
+    rows = []
+    for B, T, H, K, V in SHAPES:
+        inputs = make_inputs(B, T, H, K, V)
+        ours_t = measure(ours, inputs)
+        fla_t = measure(fla, inputs) if fla else None
+        sdpa_t = measure(sdpa, inputs) if K == V else None
+        rows.append(((B, T, H, K, V), ours_t, fla_t, sdpa_t))
+        torch.cuda.empty_cache()
+
+    def cell(t, i, fmt="{:.2f}"):
+        return fmt.format(t[i]) if t else "-"
+
+    print("\n| B x T, H, K/V | ours fwd ms | ours fwd+bwd ms | FLA fwd ms | FLA fwd+bwd ms | FLA/ours fwd | "
+          "FLA/ours fwd+bwd | SDPA fwd ms | SDPA fwd+bwd ms | peak GiB ours / FLA / SDPA |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (B, T, H, K, V), o, f, s in rows:
+        ratio_fwd = f"{f[0] / o[0]:.2f}" if f else "-"
+        ratio_all = f"{f[1] / o[1]:.2f}" if f else "-"
+        print(f"| {B} x {T}, {H}, {K}/{V} | {o[0]:.2f} | {o[1]:.2f} | {cell(f, 0)} | {cell(f, 1)} | {ratio_fwd} | "
+              f"{ratio_all} | {cell(s, 0)} | {cell(s, 1)} | {o[2]:.2f} / {cell(f, 2)} / {cell(s, 2)} |")
+    if args.breakdown:
+        breakdown(*SHAPES[0])
+        breakdown(*SHAPES[2])
+
+
+if __name__ == "__main__":
+    main()
