@@ -15,9 +15,9 @@ SOFTPLUS_THRESHOLD = 20.0  # softplus(z) = z above it, as in torch.nn.functional
 
 @triton.jit
 def _log1p(u):
-    """log(1 + u) for u in [0, 1] to fp32 precision without calling log, whose fast GPU form loses the digits of
-    small results: log(1 + u) = 2 atanh(s) with s = u / (2 + u) <= 1/3, summed as 2 (s + s^3/3 + ... + s^17/17);
-    the first dropped term is below (1/9)^9 of the sum."""
+    """log(1 + u) for u in [0, 1], with full relative precision however small u is, and in plain arithmetic, so
+    alike on every backend: log(1 + u) = 2 atanh(s), s = u / (2 + u) <= 1/3, as 2 (s + s^3/3 + ... + s^17/17),
+    whose first dropped term is below (1/9)^9 of the sum."""
     s = u / (2.0 + u)
     s2 = s * s
     series = tl.zeros_like(s) + 1.0 / 17.0
