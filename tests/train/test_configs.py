@@ -43,9 +43,9 @@ def test_default_config_composes_and_instantiates(compose_config):
 def test_every_choice_of_every_group_instantiates(compose_config, group, tmp_path):
     corpus = write_corpus(tmp_path)
     for choice in group_choices(CONF_DIR, group):
-        override = f"+experiment={choice}" if group == "experiment" else f"{group}={choice}"
+        override = f"{group}={choice}"
         cfg = compose_config(override)
-        if "path" in cfg.data and OmegaConf.is_missing(cfg.data, "path"):
+        if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):
             cfg.data.path = str(corpus)  # text data needs a corpus; the test writes one
         instantiate_all(cfg)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ class Trainer:
                f"(loss {loss}, grad norm {grad_norm})"
         self.nan_skips += 1
         if self.settings.nan_policy == "skip" and self.nan_skips <= self.settings.max_nan_skips:
-            tqdm.write(f"warning: {what}: step skipped ({self.nan_skips}/{self.settings.max_nan_skips})")
+            tqdm.write(f"warning: {what}: step skipped ({self.nan_skips}/{self.settings.max_nan_skips})",
+                       file=sys.stderr)
             return
         self.optimizer.zero_grad(set_to_none=True)
         path = self.save()
