@@ -117,30 +117,26 @@ class GatedDeltaNet(nn.Module):
         check_packed(x, cu_seqlens)
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
+        q, k, v, conv_cache = self._qkv(x, cu_seqlens, None if state is None else state.conv)
+        o, recurrent = self._mix(x, q, k, v, cu_seqlens, state)
+        y = self.o_proj(self._norm_and_gate(x, o).flatten(-2))
+        return y, (GatedDeltaNetState(recurrent, conv_cache) if state is not None else None)
+
+    def _qkv(self, x, cu_seqlens, conv_cache):
+        """Projections, short conv + SiLU (or SiLU alone), split into heads; returns the new conv caches too."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_cache = None
         if self.use_short_conv:
-            old_cache = state.conv if state is not None and state.conv is not None else (None, None, None)
             convs = (self.q_conv, self.k_conv, self.v_conv)
             (q, q_cache), (k, k_cache), (v, v_cache) = (
-                conv(t, cu_seqlens, cache) for conv, t, cache in zip(convs, (q, k, v), old_cache)
+                conv(t, cu_seqlens, cache) for conv, t, cache in zip(convs, (q, k, v), conv_cache or (None,) * 3)
             )
             conv_cache = (q_cache, k_cache, v_cache)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         q, k = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k))
-        v = v.unflatten(-1, (self.num_heads, self.head_v_dim))
+        return q, k, v.unflatten(-1, (self.num_heads, self.head_v_dim)), conv_cache
 
-        o, recurrent = self._mix(x, q, k, v, cu_seqlens, None if state is None else state.recurrent, state is not None)
-        if self.use_output_gate:
-            gate = self.g_proj(x).unflatten(-1, (self.num_heads, self.head_v_dim))
-            o = self.o_norm(o, gate) if self.use_output_norm else o * F.silu(gate)
-        elif self.use_output_norm:
-            o = self.o_norm(o)
-        y = self.o_proj(o.flatten(-2))
-        return y, (GatedDeltaNetState(recurrent, conv_cache) if state is not None else None)
-
-    def _mix(self, x, q, k, v, cu_seqlens, initial_state, output_final_state):
+    def _mix(self, x, q, k, v, cu_seqlens, state):
         """The recurrence over [B, T, H, D] heads; gates in float32 (float64 for float64 inputs)."""
         gate_dtype = torch.promote_types(x.dtype, torch.float32)
         if self.use_gate:
@@ -149,8 +145,8 @@ class GatedDeltaNet(nn.Module):
         else:
             g = x.new_zeros(x.shape[:-1] + (self.num_heads,), dtype=gate_dtype)
         common = dict(
-            initial_state=initial_state,
-            output_final_state=output_final_state,
+            initial_state=None if state is None else state.recurrent,
+            output_final_state=state is not None,
             cu_seqlens=cu_seqlens,
             use_qk_l2norm=self.qk_norm == "l2",
         )
@@ -159,7 +155,15 @@ class GatedDeltaNet(nn.Module):
         beta = torch.sigmoid(self.b_proj(x).to(gate_dtype))
         return self._delta_rule_kernel(x)(q, k, v, g, beta, **common)
 
+    def _norm_and_gate(self, x, o):
+        """RMSNorm(o) * w * SiLU(W_g x) per head, or whichever of the two parts is switched on."""
+        if self.use_output_gate:
+            gate = self.g_proj(x).unflatten(-1, (self.num_heads, self.head_v_dim))
+            return self.o_norm(o, gate) if self.use_output_norm else o * F.silu(gate)
+        return self.o_norm(o) if self.use_output_norm else o
+
     def _delta_rule_kernel(self, x: torch.Tensor):
+        """Triton where asked for, or by default on CUDA when the kernel is available; else the PyTorch chunks."""
         triton_kernel = getattr(gdn.kernels, "chunk_gated_delta_rule", None)
         if self.backend == "triton" or (self.backend == "auto" and x.is_cuda and triton_kernel is not None):
             if triton_kernel is None:
