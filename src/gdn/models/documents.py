@@ -5,13 +5,9 @@ import torch
 
 
 def check_packed(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
-    """A packed batch is one row [1, T, ...] whose documents cover it exactly."""
-    if cu_seqlens is None:
-        return
-    if x.shape[0] != 1:
+    """A packed batch is one row [1, T, ...]. (The values of cu_seqlens are not read: that would sync the GPU.)"""
+    if cu_seqlens is not None and x.shape[0] != 1:
         raise ValueError(f"cu_seqlens needs batch size 1 (flatten the batch first), got {x.shape[0]}")
-    if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != x.shape[1]:
-        raise ValueError(f"cu_seqlens must run from 0 to T={x.shape[1]}, got {cu_seqlens.tolist()}")
 
 
 def document_ids(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
