@@ -50,7 +50,7 @@ class Attention(nn.Module):
         check_packed(x, cu_seqlens)
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
-        B, T, _ = x.shape
+        T = x.shape[1]
         seen = state.seen if state is not None else 0
         if cu_seqlens is not None:
             positions = positions_in_documents(cu_seqlens, T)
