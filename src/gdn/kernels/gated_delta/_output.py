@@ -114,7 +114,7 @@ def output_backward_qkw_kernel(
     dk_state = tl.zeros((BT, BK), dtype=tl.float32)
     dw = tl.zeros((BT, BK), dtype=tl.float32)
     dp = tl.zeros((BT, BT), dtype=tl.float32)
-    s_ds = tl.zeros((BK, BV), dtype=tl.float32)
+    s_ds = 0.0  # <S, dS> over this K tile
     for v0 in range(0, V, BV):
         cv = v0 + tl.arange(0, BV)
         v_offs = (rows[:, None] * H + i_h) * V + cv[None, :]
@@ -128,7 +128,7 @@ def output_backward_qkw_kernel(
         dq_inter += tl.dot(do, tl.trans(s), input_precision=PRECISION)
         dk_state += tl.dot(v_new, tl.trans(ds), input_precision=PRECISION)
         dp += tl.dot(do, tl.trans(v_new), input_precision=PRECISION)
-        s_ds += s.to(tl.float32) * ds.to(tl.float32)
+        s_ds += tl.sum(s.to(tl.float32) * ds.to(tl.float32))
         if HAS_W:
             dv_new = tl.load(dv_new_ptr + v_offs, mask=v_mask, other=0.0)
             dw -= tl.dot(dv_new, tl.trans(s), input_precision=PRECISION)
@@ -146,7 +146,7 @@ def output_backward_qkw_kernel(
     dk = dk_state + tl.dot(tl.trans(dp), q, input_precision=PRECISION)
     k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
     dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
-    dgc += tl.where(rows == last, tl.exp(gl) * tl.sum(s_ds) + tl.sum(k_dk_state), 0.0)
+    dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
     tl.store(dq_ptr + k_offs, dq, mask=k_mask)
     tl.store(dk_ptr + k_offs, dk, mask=k_mask)
     if HAS_W:
