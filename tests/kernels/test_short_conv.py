@@ -67,7 +67,7 @@ def test_fixed_length_with_state_matches_reference(width):
 @pytest.mark.parametrize("width", [3, 4])
 def test_varlen_with_state_matches_reference(width):
     torch.manual_seed(10 + width)
-    cu_seqlens = torch.tensor([0, 2, 181, 301], dtype=torch.int32, device=DEVICE)  # spans two backward programs
+    cu_seqlens = torch.tensor([0, 2, 181, 301], dtype=torch.int32, device=DEVICE)  # spans several backward programs
     check_against_reference(make_inputs(1, 301, 72, width, num_seqs=3), torch.float32, 1e-5, cu_seqlens)
 
 

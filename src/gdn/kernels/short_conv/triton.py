@@ -8,6 +8,8 @@ Backward, with dpre_t = dy_t * act'(pre_t) (pre recomputed, never stored):
     dx_j       = sum_k weight[c, k] * dpre_{j+W-1-k}   over the rows j+W-1-k that lie in j's sequence
     dweight_ck = sum_t dpre_t * x_{t-W+1+k},   dbias_c = sum_t dpre_t
 The same dx formula at the W-1 rows before a sequence gives the gradient of its initial state.
+The backward sees every kernel as 4 taps (a narrower one padded with leading zero taps), so one tile of rows
+needs exactly the 7 inputs x_{t-3..t+3} and 4 output gradients dy_{t..t+3}, each loaded once.
 """
 from __future__ import annotations
 
@@ -16,11 +18,10 @@ import triton
 import triton.language as tl
 
 MAX_WIDTH = 4
-TAP_SLOTS = tl.constexpr(MAX_WIDTH)  # power-of-two tile axis holding every tap (or state slot) in the kernels
+TAP_SLOTS = tl.constexpr(MAX_WIDTH)  # taps every kernel is padded to in the backward; also the state-slot axis
 
-BLOCK_T = 32  # rows per tile
-BLOCK_C = 128  # channels per tile (forward)
-BLOCK_C_BWD = 64  # channels per tile (backward: W preactivations live at once)
+FWD_BLOCK_T, FWD_BLOCK_C = 32, 128  # rows x channels per forward tile
+BWD_BLOCK_T, BWD_BLOCK_C = 16, 32  # smaller: 7 inputs, 4 gradients and 5 accumulators live at once (~100 regs)
 BWD_TILES_PER_PROGRAM = 8  # row tiles one backward program walks, so weight-gradient partials stay few
 
 
@@ -41,13 +42,13 @@ def _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN
 @triton.jit
 def _load_input(x_ptr, state_ptr, rows, valid, seq, start, channels, channel_mask, C,
                 WIDTH: tl.constexpr, HAS_STATE: tl.constexpr):
-    """x at `rows` (each >= its start - (W-1)) as fp32; rows before `start` read the initial state or zero."""
+    """x at `rows` as fp32; rows before `start` read the initial state, or zero before it or without one."""
     inside = valid & (rows >= start)
     offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
     value = tl.load(x_ptr + offsets, mask=inside[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
     if HAS_STATE:
-        before = valid & (rows < start)
         slot = rows - start + (WIDTH - 1)
+        before = valid & (rows < start) & (slot >= 0)
         state_offsets = (seq.to(tl.int64)[:, None] * C + channels[None, :]) * (WIDTH - 1) + slot[:, None]
         value += tl.load(state_ptr + state_offsets, mask=before[:, None] & channel_mask[None, :],
                          other=0.0).to(tl.float32)
@@ -70,38 +71,74 @@ def _preactivation(x_ptr, state_ptr, weight_ptr, bias_ptr, rows, valid, seq, sta
 
 
 @triton.jit
-def _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, valid, seq, start, channels,
-                        channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+def _tap(weight_ptr, channels, channel_mask, k: tl.constexpr, WIDTH: tl.constexpr):
+    """Tap k of the kernel padded to TAP_SLOTS taps on the left (tap TAP_SLOTS-1 meets the current token)."""
+    tap = tl.zeros((channels.shape[0],), dtype=tl.float32)
+    if k >= TAP_SLOTS - WIDTH:
+        tap = tl.load(weight_ptr + channels * WIDTH + (k - (TAP_SLOTS - WIDTH)), mask=channel_mask, other=0.0)
+    return tap.to(tl.float32)[None, :]
+
+
+@triton.jit
+def _preactivation_grad(dy_ptr, pre, out_rows, row_mask, start, end, channels, channel_mask, C,
                         SILU: tl.constexpr):
-    """dL/dpre at `rows` (zero where not `valid`): dy, times SiLU'(pre) = s (1 + pre (1 - s)), s = sigmoid(pre)."""
-    offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
+    """dL/dpre at `out_rows` (zero outside the sequence): dy times SiLU'(pre) = s (1 + pre (1 - s)), s = sigmoid."""
+    valid = row_mask & (out_rows >= start) & (out_rows < end)
+    offsets = out_rows.to(tl.int64)[:, None] * C + channels[None, :]
     dpre = tl.load(dy_ptr + offsets, mask=valid[:, None] & channel_mask[None, :], other=0.0).to(tl.float32)
     if SILU:
-        pre = _preactivation(x_ptr, state_ptr, weight_ptr, bias_ptr, rows, valid, seq, start, channels,
-                             channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS)
         gate = tl.sigmoid(pre)
         dpre *= gate * (1.0 + pre * (1.0 - gate))
     return dpre
 
 
 @triton.jit
-def _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end, channels,
-                channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SILU: tl.constexpr):
-    """dL/dx at `rows`, where x_j feeds output row j + shift through tap W-1-shift for the rows in its
-    sequence; also returns dL/dpre at `rows` (the shift-0 term), which the weight gradient needs."""
-    grad = tl.zeros((rows.shape[0], channels.shape[0]), dtype=tl.float32)
-    dpre_at_rows = tl.zeros_like(grad)
-    for shift in tl.static_range(WIDTH):
-        out_rows = rows + shift
-        valid = row_mask & (out_rows >= start) & (out_rows < end)
-        dpre = _preactivation_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, out_rows, valid, seq, start,
-                                   channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
-        tap = tl.load(weight_ptr + channels * WIDTH + (WIDTH - 1 - shift), mask=channel_mask, other=0.0)
-        grad += tap.to(tl.float32)[None, :] * dpre
-        if shift == 0:
-            dpre_at_rows = dpre
-    return grad, dpre_at_rows
+def _backward_window(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end, channels,
+                     channel_mask, C, WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SILU: tl.constexpr):
+    """dx at `rows`, dpre at `rows`, and the inputs x_{rows-3..rows} that dpre multiplies in dweight.
+
+    With 4 taps w0..w3 and p_s the preactivation at rows + s (s = 0..3, read from x_{rows+s-3..rows+s}):
+        dx = w3 dpre_0 + w2 dpre_1 + w1 dpre_2 + w0 dpre_3
+    Inputs past the sequence's end only feed preactivations past it, whose dpre is zero: loaded as zero.
+    """
+    w0 = _tap(weight_ptr, channels, channel_mask, 0, WIDTH)
+    w1 = _tap(weight_ptr, channels, channel_mask, 1, WIDTH)
+    w2 = _tap(weight_ptr, channels, channel_mask, 2, WIDTH)
+    w3 = _tap(weight_ptr, channels, channel_mask, 3, WIDTH)
+    bias = tl.zeros((1, channels.shape[0]), dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)[None, :]
+    x_m3 = _load_input(x_ptr, state_ptr, rows - 3, row_mask, seq, start, channels, channel_mask, C, WIDTH, HAS_STATE)
+    x_m2 = _load_input(x_ptr, state_ptr, rows - 2, row_mask, seq, start, channels, channel_mask, C, WIDTH, HAS_STATE)
+    x_m1 = _load_input(x_ptr, state_ptr, rows - 1, row_mask, seq, start, channels, channel_mask, C, WIDTH, HAS_STATE)
+    x_0 = _load_input(x_ptr, state_ptr, rows, row_mask & (rows < end), seq, start, channels, channel_mask, C,
+                      WIDTH, HAS_STATE)
+    x_p1 = _load_input(x_ptr, state_ptr, rows + 1, row_mask & (rows + 1 < end), seq, start, channels,
+                       channel_mask, C, WIDTH, HAS_STATE)
+    x_p2 = _load_input(x_ptr, state_ptr, rows + 2, row_mask & (rows + 2 < end), seq, start, channels,
+                       channel_mask, C, WIDTH, HAS_STATE)
+    x_p3 = _load_input(x_ptr, state_ptr, rows + 3, row_mask & (rows + 3 < end), seq, start, channels,
+                       channel_mask, C, WIDTH, HAS_STATE)
+    dpre_0 = _preactivation_grad(dy_ptr, bias + w0 * x_m3 + w1 * x_m2 + w2 * x_m1 + w3 * x_0, rows, row_mask,
+                                 start, end, channels, channel_mask, C, SILU)
+    dpre_1 = _preactivation_grad(dy_ptr, bias + w0 * x_m2 + w1 * x_m1 + w2 * x_0 + w3 * x_p1, rows + 1, row_mask,
+                                 start, end, channels, channel_mask, C, SILU)
+    dpre_2 = _preactivation_grad(dy_ptr, bias + w0 * x_m1 + w1 * x_0 + w2 * x_p1 + w3 * x_p2, rows + 2, row_mask,
+                                 start, end, channels, channel_mask, C, SILU)
+    dpre_3 = _preactivation_grad(dy_ptr, bias + w0 * x_0 + w1 * x_p1 + w2 * x_p2 + w3 * x_p3, rows + 3, row_mask,
+                                 start, end, channels, channel_mask, C, SILU)
+    dx = w3 * dpre_0 + w2 * dpre_1 + w1 * dpre_2 + w0 * dpre_3
+    return dx, dpre_0, x_m3, x_m2, x_m1, x_0
+
+
+@triton.jit
+def _store_tap_grad(dweight_part_ptr, part, channels, channel_mask, C, grad, k: tl.constexpr,
+                    WIDTH: tl.constexpr):
+    """Write the row-sum of padded tap k's gradient into the partial dweight [C, W], if the kernel has that tap."""
+    if k >= TAP_SLOTS - WIDTH:
+        offsets = (part.to(tl.int64) * C + channels) * WIDTH + (k - (TAP_SLOTS - WIDTH))
+        tl.store(dweight_part_ptr + offsets, tl.sum(grad, axis=0), mask=channel_mask)
 
 
 @triton.jit
@@ -128,30 +165,36 @@ def _short_conv_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, dx_pt
                            WIDTH: tl.constexpr, HAS_STATE: tl.constexpr, HAS_BIAS: tl.constexpr,
                            SILU: tl.constexpr, IS_VARLEN: tl.constexpr, BLOCK_T: tl.constexpr,
                            BLOCK_C: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr):
-    """dx for TILES_PER_PROGRAM row tiles, plus this program's partial sums of dweight [C, W] and dbias [C]."""
+    """dx for TILES_PER_PROGRAM row tiles, plus this program's partial sums of dweight [C, W] and dbias [C]
+    (accumulated per element across tiles, summed over rows once at the end)."""
     part = tl.program_id(0)
     channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_mask = channels < C
-    taps = tl.arange(0, TAP_SLOTS)
-    dweight = tl.zeros((BLOCK_C, TAP_SLOTS), dtype=tl.float32)
-    dbias = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    dw0 = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    dw1 = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    dw2 = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    dw3 = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+    dbias = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for tile in range(TILES_PER_PROGRAM):
         rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_T + tl.arange(0, BLOCK_T)
         row_mask = rows < num_rows
         seq, start, end = _sequence_of(rows, row_mask, seq_idx_ptr, cu_seqlens_ptr, seq_len, IS_VARLEN)
-        dx, dpre = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end,
-                               channels, channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
+        dx, dpre, x_m3, x_m2, x_m1, x_0 = _backward_window(
+            x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, row_mask, seq, start, end, channels,
+            channel_mask, C, WIDTH, HAS_STATE, HAS_BIAS, SILU)
         offsets = rows.to(tl.int64)[:, None] * C + channels[None, :]
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=row_mask[:, None] & channel_mask[None, :])
-        dbias += tl.sum(dpre, axis=0)
-        for k in tl.static_range(WIDTH):
-            source = _load_input(x_ptr, state_ptr, rows - (WIDTH - 1) + k, row_mask, seq, start, channels,
-                                 channel_mask, C, WIDTH, HAS_STATE)
-            dweight += tl.where(taps[None, :] == k, tl.sum(dpre * source, axis=0)[:, None], 0.0)
-    part_offsets = (part.to(tl.int64) * C + channels)[:, None] * WIDTH + taps[None, :]
-    tl.store(dweight_part_ptr + part_offsets, dweight, mask=channel_mask[:, None] & (taps[None, :] < WIDTH))
+        dw0 += dpre * x_m3
+        dw1 += dpre * x_m2
+        dw2 += dpre * x_m1
+        dw3 += dpre * x_0
+        dbias += dpre
+    _store_tap_grad(dweight_part_ptr, part, channels, channel_mask, C, dw0, 0, WIDTH)
+    _store_tap_grad(dweight_part_ptr, part, channels, channel_mask, C, dw1, 1, WIDTH)
+    _store_tap_grad(dweight_part_ptr, part, channels, channel_mask, C, dw2, 2, WIDTH)
+    _store_tap_grad(dweight_part_ptr, part, channels, channel_mask, C, dw3, 3, WIDTH)
     if HAS_BIAS:
-        tl.store(dbias_part_ptr + part.to(tl.int64) * C + channels, dbias, mask=channel_mask)
+        tl.store(dbias_part_ptr + part.to(tl.int64) * C + channels, tl.sum(dbias, axis=0), mask=channel_mask)
 
 
 @triton.jit
@@ -172,9 +215,9 @@ def _short_conv_state_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr,
         end = start + seq_len
     seq = tl.zeros_like(slots) + seq_id
     rows = start - (WIDTH - 1) + slots
-    dstate, _ = _input_grad(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, slot_mask, seq,
-                            tl.zeros_like(slots) + start, tl.zeros_like(slots) + end, channels, channel_mask, C,
-                            WIDTH, True, HAS_BIAS, SILU)
+    dstate, _, _, _, _, _ = _backward_window(
+        x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr, rows, slot_mask, seq, tl.zeros_like(slots) + start,
+        tl.zeros_like(slots) + end, channels, channel_mask, C, WIDTH, True, HAS_BIAS, SILU)
     offsets = (seq_id.to(tl.int64) * C + channels[None, :]) * (WIDTH - 1) + slots[:, None]
     tl.store(dstate_ptr + offsets, dstate.to(dstate_ptr.dtype.element_ty),
              mask=slot_mask[:, None] & channel_mask[None, :])
@@ -195,11 +238,11 @@ class ShortConvFunction(torch.autograd.Function):
         x, weight = x.contiguous(), weight.contiguous()
         seq_idx = None if cu_seqlens is None else _sequence_index(cu_seqlens, T)
         y = torch.empty_like(x)
-        grid = (triton.cdiv(B * T, BLOCK_T), triton.cdiv(C, BLOCK_C))
+        grid = (triton.cdiv(B * T, FWD_BLOCK_T), triton.cdiv(C, FWD_BLOCK_C))
         _short_conv_fwd_kernel[grid](
             x, initial_state, weight, bias, y, seq_idx, cu_seqlens, B * T, T, C,
             WIDTH=width, HAS_STATE=initial_state is not None, HAS_BIAS=bias is not None, SILU=silu,
-            IS_VARLEN=cu_seqlens is not None, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
+            IS_VARLEN=cu_seqlens is not None, BLOCK_T=FWD_BLOCK_T, BLOCK_C=FWD_BLOCK_C,
         )
         ctx.save_for_backward(x, weight, bias, initial_state, cu_seqlens, seq_idx)
         ctx.silu = silu
@@ -212,14 +255,14 @@ class ShortConvFunction(torch.autograd.Function):
         width = weight.shape[1]
         dy = dy.contiguous()
         flags = dict(WIDTH=width, HAS_BIAS=bias is not None, SILU=ctx.silu, IS_VARLEN=cu_seqlens is not None)
-        rows_per_program = BLOCK_T * BWD_TILES_PER_PROGRAM
-        grid = (triton.cdiv(B * T, rows_per_program), triton.cdiv(C, BLOCK_C_BWD))
+        rows_per_program = BWD_BLOCK_T * BWD_TILES_PER_PROGRAM
+        grid = (triton.cdiv(B * T, rows_per_program), triton.cdiv(C, BWD_BLOCK_C))
         dx = torch.empty_like(x)
         dweight_parts = torch.empty(grid[0], C, width, device=x.device, dtype=torch.float32)
         dbias_parts = torch.empty(grid[0], C, device=x.device, dtype=torch.float32) if bias is not None else None
         _short_conv_bwd_kernel[grid](
             x, initial_state, weight, bias, dy, dx, dweight_parts, dbias_parts, seq_idx, cu_seqlens, B * T, T, C,
-            HAS_STATE=initial_state is not None, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C_BWD,
+            HAS_STATE=initial_state is not None, BLOCK_T=BWD_BLOCK_T, BLOCK_C=BWD_BLOCK_C,
             TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, **flags,
         )
         dweight = dweight_parts.sum(0).to(weight.dtype)
@@ -227,9 +270,9 @@ class ShortConvFunction(torch.autograd.Function):
         dstate = None
         if initial_state is not None and ctx.needs_input_grad[3]:
             dstate = torch.empty_like(initial_state)
-            state_grid = (initial_state.shape[0], triton.cdiv(C, BLOCK_C_BWD))
+            state_grid = (initial_state.shape[0], triton.cdiv(C, BWD_BLOCK_C))
             _short_conv_state_bwd_kernel[state_grid](
-                x, initial_state, weight, bias, dy, dstate, cu_seqlens, T, C, BLOCK_C=BLOCK_C_BWD, **flags,
+                x, initial_state, weight, bias, dy, dstate, cu_seqlens, T, C, BLOCK_C=BWD_BLOCK_C, **flags,
             )
         return dx, dweight, dbias, dstate, None, None
 
