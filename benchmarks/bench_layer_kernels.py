@@ -4,7 +4,8 @@
 
 Shapes are GDN-1.3B training shapes in bf16: the q/k/v conv over 4 x 4096 tokens x 4352 channels (W = 4), the
 output norm over 8 x 4096 tokens x 16 heads x 128, the decay gate over 8 x 4096 tokens x 16 heads.
-Each time is the median of CUDA-event timings after warm-up; fwd+bwd computes every input gradient.
+Each time is the median of 25 CUDA-event timings after 20 warm-up calls (a freshly started GPU needs them to
+reach its clocks); fwd+bwd computes every input gradient.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference
 from gdn.kernels.short_conv import short_conv
 
 
-def median_ms(fn, warmup: int = 5, repeats: int = 25) -> float:
+def median_ms(fn, warmup: int = 20, repeats: int = 25) -> float:
     for _ in range(warmup):
         fn()
     times = []
