@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import gdn.kernels
-from gdn.kernels import chunk_gated_delta_rule_torch
+from gdn.kernels import chunk_gated_delta_rule, chunk_gated_delta_rule_torch, gdn_gate
 from gdn.models.documents import check_packed
 from gdn.models.gated_linear_attention import chunk_gated_linear_attention
 from gdn.models.norms import GatedRMSNorm, RMSNorm
@@ -117,18 +115,25 @@ class GatedDeltaNet(nn.Module):
         check_packed(x, cu_seqlens)
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
-        q, k, v, conv_cache = self._qkv(x, cu_seqlens, None if state is None else state.conv)
-        o, recurrent = self._mix(x, q, k, v, cu_seqlens, state)
-        y = self.o_proj(self._norm_and_gate(x, o).flatten(-2))
+        triton = self._uses_triton(x)
+        q, k, v, conv_cache = self._qkv(x, cu_seqlens, None if state is None else state.conv, triton)
+        o, recurrent = self._mix(x, q, k, v, cu_seqlens, state, triton)
+        y = self.o_proj(self._norm_and_gate(x, o, triton).flatten(-2))
         return y, (GatedDeltaNetState(recurrent, conv_cache) if state is not None else None)
 
-    def _qkv(self, x, cu_seqlens, conv_cache):
+    def _uses_triton(self, x: torch.Tensor) -> bool:
+        """Our Triton kernels (conv, gate, delta rule, output norm) where asked for, or by default on CUDA;
+        else the PyTorch path (the CPU path)."""
+        return self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
+
+    def _qkv(self, x, cu_seqlens, conv_cache, triton):
         """Projections, short conv + SiLU (or SiLU alone), split into heads; returns the new conv caches too."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.use_short_conv:
             convs = (self.q_conv, self.k_conv, self.v_conv)
             (q, q_cache), (k, k_cache), (v, v_cache) = (
-                conv(t, cu_seqlens, cache) for conv, t, cache in zip(convs, (q, k, v), conv_cache or (None,) * 3)
+                conv(t, cu_seqlens, cache, triton)
+                for conv, t, cache in zip(convs, (q, k, v), conv_cache or (None,) * 3)
             )
             conv_cache = (q_cache, k_cache, v_cache)
         else:
@@ -136,10 +141,12 @@ class GatedDeltaNet(nn.Module):
         q, k = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k))
         return q, k, v.unflatten(-1, (self.num_heads, self.head_v_dim)), conv_cache
 
-    def _mix(self, x, q, k, v, cu_seqlens, state):
+    def _mix(self, x, q, k, v, cu_seqlens, state, triton):
         """The recurrence over [B, T, H, D] heads; gates in float32 (float64 for float64 inputs)."""
         gate_dtype = torch.promote_types(x.dtype, torch.float32)
-        if self.use_gate:
+        if self.use_gate and triton:
+            g = gdn_gate(self.a_proj(x), self.A_log, self.dt_bias)  # fused, fp32
+        elif self.use_gate:
             dt = F.softplus(self.a_proj(x).to(gate_dtype) + self.dt_bias)
             g = -self.A_log.exp().to(gate_dtype) * dt  # log alpha_t
         else:
@@ -153,20 +160,13 @@ class GatedDeltaNet(nn.Module):
         if not self.use_delta:
             return chunk_gated_linear_attention(q, k, v, g, chunk_size=self.chunk_size, **common)
         beta = torch.sigmoid(self.b_proj(x).to(gate_dtype))
-        return self._delta_rule_kernel(x)(q, k, v, g, beta, **common)
+        if triton:
+            return chunk_gated_delta_rule(q, k, v, g, beta, **common)
+        return chunk_gated_delta_rule_torch(q, k, v, g, beta, chunk_size=self.chunk_size, **common)
 
-    def _norm_and_gate(self, x, o):
+    def _norm_and_gate(self, x, o, triton):
         """RMSNorm(o) * w * SiLU(W_g x) per head, or whichever of the two parts is switched on."""
         if self.use_output_gate:
             gate = self.g_proj(x).unflatten(-1, (self.num_heads, self.head_v_dim))
-            return self.o_norm(o, gate) if self.use_output_norm else o * F.silu(gate)
+            return self.o_norm(o, gate, triton) if self.use_output_norm else o * F.silu(gate)
         return self.o_norm(o) if self.use_output_norm else o
-
-    def _delta_rule_kernel(self, x: torch.Tensor):
-        """Triton where asked for, or by default on CUDA when the kernel is available; else the PyTorch chunks."""
-        triton_kernel = getattr(gdn.kernels, "chunk_gated_delta_rule", None)
-        if self.backend == "triton" or (self.backend == "auto" and x.is_cuda and triton_kernel is not None):
-            if triton_kernel is None:
-                raise RuntimeError("backend='triton' but gdn.kernels.chunk_gated_delta_rule is not available")
-            return triton_kernel
-        return partial(chunk_gated_delta_rule_torch, chunk_size=self.chunk_size)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.kernels import gated_rms_norm
+
 
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * w over the last dimension."""
@@ -27,5 +29,7 @@ class RMSNorm(nn.Module):
 class GatedRMSNorm(RMSNorm):
     """y = RMSNorm(x) * w * SiLU(gate): applied per head (dim = the head's value dim, weight shared by heads)."""
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, triton: bool = False) -> torch.Tensor:
+        if triton:
+            return gated_rms_norm(x, gate, self.weight, self.eps)  # one fused kernel, fp32 statistics
         return super().forward(x) * F.silu(gate)

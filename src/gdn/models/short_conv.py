@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.kernels import short_conv
 from gdn.models.documents import positions_in_documents
 
 
@@ -28,9 +29,15 @@ class ShortConvolution(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, cache: torch.Tensor | None = None
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, cache: torch.Tensor | None = None,
+        triton: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C], cache [B, K-1, C] or None -> (y [B, T, C], the last K-1 inputs as the next cache)."""
+        """x [B, T, C], cache [B, K-1, C] or None -> (y [B, T, C], the last K-1 inputs as the next cache).
+        triton=True runs the fused Triton kernel (its state layout is [B, C, K-1])."""
+        if triton:
+            initial = None if cache is None else cache.transpose(1, 2)
+            y, final = short_conv(x, self.weight, None, "silu", cu_seqlens, initial, output_final_state=True)
+            return y, final.transpose(1, 2)
         B, T, C = x.shape
         history = cache if cache is not None else x.new_zeros(B, self.kernel_size - 1, C)
         window = torch.cat([history.to(x.dtype), x], dim=1)  # [B, K-1+T, C]
