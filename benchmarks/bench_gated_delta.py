@@ -5,7 +5,8 @@
 bf16 q/k/v/beta, fp32 log decay g, q/k L2-normalised inside the kernel (FLA: use_qk_l2norm_in_kernel=True), no
 states. Times are CUDA-event medians (triton.testing.do_bench) after warm-up; peak memory is the allocator's
 peak during one fwd+bwd above what the inputs hold. FLA is optional: without it its columns read "-".
---breakdown also times each of our stages at the first shape.
+--breakdown also times each of our stages; --check first compares our o, final state and every gradient with
+the float64 PyTorch chunked computation at small batches of the same head sizes (the same compiled kernels).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from gdn.kernels import chunk_gated_delta_rule
+from gdn.kernels import chunk_gated_delta_rule, chunk_gated_delta_rule_torch
 
 SHAPES = [(8, 4096, 16, 128, 128), (2, 16384, 16, 128, 128), (4, 4096, 6, 256, 512)]  # B, T, H, K, V
 
@@ -71,6 +72,25 @@ def measure(fn, inputs):
     return fwd, fwd_bwd, (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
+def check_against_float64(B, T, H, K, V, cu_seqlens=None):
+    """Relative errors of our bf16 kernels (with states, l2norm) against the float64 chunked computation."""
+    inputs = make_inputs(B, T, H, K, V, seed=1)
+    n = B if cu_seqlens is None else len(cu_seqlens) - 1
+    inputs.append(torch.randn(n, H, K, V, device="cuda").requires_grad_())
+    cu = None if cu_seqlens is None else torch.tensor(cu_seqlens, dtype=torch.int32, device="cuda")
+    do, dht = torch.randn(B, T, H, V, device="cuda"), torch.randn(n, H, K, V, device="cuda")
+    results = []
+    for fn, args in ((chunk_gated_delta_rule, inputs), (chunk_gated_delta_rule_torch,
+                                                        [x.detach().double().requires_grad_() for x in inputs])):
+        o, ht = fn(*args[:5], initial_state=args[5], output_final_state=True, cu_seqlens=cu, use_qk_l2norm=True)
+        ((o.double() * do.double()).sum() + (ht.double() * dht.double()).sum()).backward()
+        results.append([o, ht] + [x.grad for x in args])
+    names = ["o", "final_state", "dq", "dk", "dv", "dg", "dbeta", "dh0"]
+    errors = {name: ((a.double() - b).norm() / b.norm()).item() for name, a, b in zip(names, *results)}
+    label = f"{B}x{T}x{H}x{K}/{V}" + (" varlen" if cu_seqlens else "")
+    print(f"check vs float64 {label}: " + ", ".join(f"{name} {err:.2e}" for name, err in errors.items()))
+
+
 def breakdown(B, T, H, K, V):
     """Time every stage of our forward and backward on the inputs of one shape."""
     from gdn.kernels.gated_delta import _l2norm, _output, _state, _wy
@@ -105,33 +125,34 @@ def breakdown(B, T, H, K, V):
         print(f"  {name:24s} {triton.testing.do_bench(fn, warmup=25, rep=100, return_mode='median'):.3f}")
 
 
+def cell(times, i):
+    return f"{times[i]:.2f}" if times else "-"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--breakdown", action="store_true", help="also time each of our stages at the first shape")
+    parser.add_argument("--breakdown", action="store_true", help="also time each of our stages")
+    parser.add_argument("--check", action="store_true", help="first check our results against float64")
     args = parser.parse_args()
     fla = load_fla()
     props = torch.cuda.get_device_properties(0)
     print(f"card: {props.name}, torch {torch.__version__}, triton {triton.__version__}")
-    rows = []
-    for B, T, H, K, V in SHAPES:
-        inputs = make_inputs(B, T, H, K, V)
-        ours_t = measure(ours, inputs)
-        fla_t = measure(fla, inputs) if fla else None
-        sdpa_t = measure(sdpa, inputs) if K == V else None
-        rows.append(((B, T, H, K, V), ours_t, fla_t, sdpa_t))
-        torch.cuda.empty_cache()
-
-    def cell(t, i, fmt="{:.2f}"):
-        return fmt.format(t[i]) if t else "-"
-
+    if args.check:
+        check_against_float64(2, 1000, 4, 128, 128)
+        check_against_float64(1, 1000, 2, 256, 512)
+        check_against_float64(1, 3000, 4, 128, 128, cu_seqlens=[0, 700, 1600, 1601, 3000])
     print("\n| B x T, H, K/V | ours fwd ms | ours fwd+bwd ms | FLA fwd ms | FLA fwd+bwd ms | FLA/ours fwd | "
           "FLA/ours fwd+bwd | SDPA fwd ms | SDPA fwd+bwd ms | peak GiB ours / FLA / SDPA |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for (B, T, H, K, V), o, f, s in rows:
-        ratio_fwd = f"{f[0] / o[0]:.2f}" if f else "-"
-        ratio_all = f"{f[1] / o[1]:.2f}" if f else "-"
+    for B, T, H, K, V in SHAPES:
+        inputs = make_inputs(B, T, H, K, V)
+        o = measure(ours, inputs)
+        f = measure(fla, inputs) if fla else None
+        s = measure(sdpa, inputs) if K == V else None
+        ratio_fwd, ratio_all = (f"{f[0] / o[0]:.2f}", f"{f[1] / o[1]:.2f}") if f else ("-", "-")
         print(f"| {B} x {T}, {H}, {K}/{V} | {o[0]:.2f} | {o[1]:.2f} | {cell(f, 0)} | {cell(f, 1)} | {ratio_fwd} | "
               f"{ratio_all} | {cell(s, 0)} | {cell(s, 1)} | {o[2]:.2f} / {cell(f, 2)} / {cell(s, 2)} |")
+        torch.cuda.empty_cache()
     if args.breakdown:
         breakdown(*SHAPES[0])
         breakdown(*SHAPES[2])

@@ -19,12 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, autotune, dot_precision, new_buffer, pow2_at_least_16
+from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, dot_precision, new_buffer, pow2_at_least_16
 from gdn.kernels.gated_delta._wy import chunk_rows
 
-_CONFIGS = [
-    triton.Config({"BV": bv}, num_warps=w, num_stages=s) for bv in (64, 128) for w in (4, 8) for s in (2, 3)
-]
+_OUTPUT_BV = 128  # V tile of the output kernels (4 warps); measured best on an H100 at K/V 128/128 and 256/512
 
 
 @triton.jit
@@ -35,7 +33,6 @@ def causal_decay(gc, valid, BT: tl.constexpr):
     return tl.where(causal, tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
 
 
-@autotune(_CONFIGS, key=["K", "V"])
 @triton.jit
 def output_forward_kernel(
     q_ptr, k_ptr, v_new_ptr, h_ptr, gc_ptr, o_ptr,
@@ -68,7 +65,6 @@ def output_forward_kernel(
     tl.store(o_ptr + v_offs, o.to(o_ptr.dtype.element_ty), mask=v_mask)
 
 
-@autotune(_CONFIGS, key=["K", "V"])
 @triton.jit
 def output_backward_dv_kernel(
     q_ptr, k_ptr, gc_ptr, do_ptr, dv_ptr,
@@ -97,11 +93,10 @@ def output_backward_dv_kernel(
     tl.store(dv_ptr + v_offs, dv.to(dv_ptr.dtype.element_ty), mask=v_mask)
 
 
-@autotune([triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)], key=["K", "V", "HAS_W"])
 @triton.jit
 def output_backward_qkw_kernel(
     q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr,
-    dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out, fp32: [T, H, K] x3 (dw if HAS_W), [NK, T, H] partial over K tiles
+    dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out: [T, H, K] x3 (dk fp32, dw if HAS_W), [NK, T, H] fp32 per K tile
     cu_seqlens_ptr, chunk_index_ptr, scale,
     T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     HAS_W: tl.constexpr, PRECISION: tl.constexpr,
@@ -147,10 +142,10 @@ def output_backward_qkw_kernel(
     k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
     dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
     dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
-    tl.store(dq_ptr + k_offs, dq, mask=k_mask)
+    tl.store(dq_ptr + k_offs, dq.to(dq_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dk_ptr + k_offs, dk, mask=k_mask)
     if HAS_W:
-        tl.store(dw_ptr + k_offs, dw, mask=k_mask)
+        tl.store(dw_ptr + k_offs, dw.to(dw_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
 
 
@@ -158,9 +153,11 @@ def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
     total, H, K = q.shape
     V = v_new.shape[-1]
     o = new_buffer(v_new.shape, q.dtype, q.device)
-    output_forward_kernel[lambda meta: (triton.cdiv(V, meta["BV"]), layout.num_chunks, H)](
+    BV = min(_OUTPUT_BV, pow2_at_least_16(V))
+    output_forward_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, v_new, h, gc, o, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), PRECISION=dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), BV=BV, PRECISION=dot_precision(q.dtype),
+        num_warps=4,
     )
     return o
 
@@ -169,26 +166,31 @@ def output_backward_dv(q, k, gc, do, scale: float, layout: ChunkLayout):
     total, H, K = q.shape
     V = do.shape[-1]
     dv = new_buffer(do.shape, q.dtype, q.device)
-    output_backward_dv_kernel[lambda meta: (triton.cdiv(V, meta["BV"]), layout.num_chunks, H)](
+    BV = min(_OUTPUT_BV, pow2_at_least_16(V))
+    output_backward_dv_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, gc, do, dv, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), PRECISION=dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), BV=BV, PRECISION=dot_precision(q.dtype),
+        num_warps=4,
     )
     return dv
 
 
 def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w: bool, layout: ChunkLayout):
-    """-> dq, dk (from the output and state paths), dw (None without W), dgc [T, H]; all fp32."""
+    """-> dq, dk (from the output and state paths; dk fp32), dw (None without W), dgc [T, H] fp32.
+
+    dq and dw are written in the input dtype: both are rounded once more before their last use (the l2norm
+    backward or the cast to q's dtype; bf16 products in the WY backward), so fp32 copies would only add traffic."""
     total, H, K = q.shape
     V = do.shape[-1]
     BK = min(128, pow2_at_least_16(K))
     n_k = triton.cdiv(K, BK)
-    dq = new_buffer(q.shape, torch.float32, q.device)
+    dq = new_buffer(q.shape, q.dtype, q.device)
     dk = new_buffer(q.shape, torch.float32, q.device)
-    dw = new_buffer(q.shape, torch.float32, q.device) if has_w else None
+    dw = new_buffer(q.shape, q.dtype, q.device) if has_w else None
     dgc = new_buffer((n_k, total, H), torch.float32, q.device)
     output_backward_qkw_kernel[(n_k, layout.num_chunks, H)](
         q, k, v_new, h, dh, gc, do, dv_new, dq, dk, dw, dgc, layout.cu_seqlens, layout.chunk_index, scale,
         total, H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=min(64, pow2_at_least_16(V)), HAS_W=has_w,
-        PRECISION=dot_precision(q.dtype),
+        PRECISION=dot_precision(q.dtype), num_warps=8,
     )
     return dq, dk, dw, dgc.sum(0)

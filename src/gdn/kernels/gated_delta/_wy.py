@@ -21,14 +21,10 @@ import triton.language as tl
 from gdn.kernels.gated_delta._common import (
     CHUNK,
     ChunkLayout,
-    autotune,
     dot_precision,
     new_buffer,
     pow2_at_least_16,
 )
-
-_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)]
-
 
 @triton.jit
 def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
@@ -67,7 +63,6 @@ def unit_lower_inverse(a, BT: tl.constexpr, PRECISION: tl.constexpr):
     return tl.dot(tl.dot(eye - n, eye + n2, input_precision=PRECISION), d_inv, input_precision=PRECISION)
 
 
-@autotune(_CONFIGS, key=["K", "V"])
 @triton.jit
 def wy_forward_kernel(
     k_ptr, v_ptr, g_ptr, beta_ptr,  # [T, H, K], [T, H, V], [T, H] log decay, [T, H]
@@ -111,13 +106,12 @@ def wy_forward_kernel(
         tl.store(u_ptr + offs, u.to(u_ptr.dtype.element_ty), mask=mask)
 
 
-@autotune(_CONFIGS, key=["K", "V"])
 @triton.jit
 def wy_backward_kernel(
     k_ptr, v_ptr, beta_ptr, gc_ptr, t_ptr,  # forward inputs and saved gc, T
-    dw_ptr, du_ptr,  # [T, H, K] fp32, [T, H, V]: gradients of W and U
+    dw_ptr, du_ptr,  # [T, H, K], [T, H, V]: gradients of W and U
     dk_other_ptr, dgc_other_ptr,  # [T, H, K], [T, H] fp32: dk and dL/dgc from the output and state paths
-    dk_ptr, dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, K] fp32, [T, H, V], [T, H] fp32, [T, H] fp32
+    dk_ptr, dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, K], [T, H, V], [T, H] fp32, [T, H] fp32
     cu_seqlens_ptr, chunk_index_ptr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
@@ -130,6 +124,8 @@ def wy_backward_kernel(
     k_scale = beta * tl.exp(gc)
     t = tl.load(t_ptr + (rows[:, None] * H + i_h) * BT + rt[None, :], mask=valid[:, None], other=0.0)
     t_t = tl.trans(t)
+    dtype = k_ptr.dtype.element_ty  # operand dtype of the (BT x BT) x (BT x K|V) products; T^T dT T^T stays fp32
+    t_t_in = t_t.to(dtype)
 
     # dT = dW (diag(beta Gamma) K)^T + dU (diag(beta) V)^T; dV = diag(beta) T^T dU
     d_t = tl.zeros((BT, BT), dtype=tl.float32)
@@ -140,19 +136,19 @@ def wy_backward_kernel(
         mask = valid[:, None] & (ck < K)
         kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
         dwb = tl.load(dw_ptr + offs, mask=mask, other=0.0)
-        d_t += tl.dot(dwb, tl.trans(kb * k_scale[:, None]), input_precision=PRECISION)
+        d_t += tl.dot(dwb, tl.trans((kb * k_scale[:, None]).to(dtype)), input_precision=PRECISION)
         kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
     dbeta = tl.zeros((BT,), dtype=tl.float32)
     for v0 in range(0, V, BV):
         cv = v0 + tl.arange(0, BV)
         offs = (rows[:, None] * H + i_h) * V + cv[None, :]
         mask = valid[:, None] & (cv < V)
-        vb = tl.load(v_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dub = tl.load(du_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        d_t += tl.dot(dub, tl.trans(vb * beta[:, None]), input_precision=PRECISION)
-        t_du = tl.dot(t_t, dub, input_precision=PRECISION)
+        vb = tl.load(v_ptr + offs, mask=mask, other=0.0)
+        dub = tl.load(du_ptr + offs, mask=mask, other=0.0)
+        d_t += tl.dot(dub, tl.trans((vb * beta[:, None]).to(dtype)), input_precision=PRECISION)
+        t_du = tl.dot(t_t_in, dub, input_precision=PRECISION)
         tl.store(dv_ptr + offs, (t_du * beta[:, None]).to(dv_ptr.dtype.element_ty), mask=mask)
-        dbeta += tl.sum(vb * t_du, 1)
+        dbeta += tl.sum(vb.to(tl.float32) * t_du, 1)
 
     # T = (I + A)^-1  =>  dA = -T^T dT T^T, kept on the strictly lower part where A lives
     lower = rt[:, None] > rt[None, :]
@@ -163,15 +159,15 @@ def wy_backward_kernel(
     dbeta += tl.sum(d_a_kk, 1)
     d_log_a = d_a_kk * beta[:, None]  # dL/d(gc_i - gc_j)
     dgc = tl.load(dgc_other_ptr + rows * H + i_h, mask=valid, other=0.0) + tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)
-    d_kk = d_a * beta[:, None]  # dL/d(k_i . k_j)
+    d_kk = (d_a * beta[:, None]).to(dtype)  # dL/d(k_i . k_j)
 
     for k0 in range(0, K, BK):
         ck = k0 + tl.arange(0, BK)
         offs = (rows[:, None] * H + i_h) * K + ck[None, :]
         mask = valid[:, None] & (ck < K)
-        kb = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        t_dw = tl.dot(t_t, tl.load(dw_ptr + offs, mask=mask, other=0.0), input_precision=PRECISION)
-        k_dw = tl.sum(kb * t_dw, 1)
+        kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
+        t_dw = tl.dot(t_t_in, tl.load(dw_ptr + offs, mask=mask, other=0.0), input_precision=PRECISION)
+        k_dw = tl.sum(kb.to(tl.float32) * t_dw, 1)
         dbeta += tl.exp(gc) * k_dw
         dgc += k_scale * k_dw
         dk = tl.load(dk_other_ptr + offs, mask=mask, other=0.0) + t_dw * k_scale[:, None]
@@ -199,22 +195,22 @@ def wy_forward(k, v, g, beta, layout: ChunkLayout):
     BK, BV = _tiles(K, V)
     wy_forward_kernel[(layout.num_chunks, H)](
         k, v, g, beta, gc, t, w, u, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
     )
     return gc, t, w, u
 
 
 def wy_backward(k, v, beta, gc, t, dw, du, dk_other, dgc_other, layout: ChunkLayout):
-    """Adds the WY paths to the other paths' dk and dgc; returns dk, dv, dbeta, dg (dk, dbeta, dg fp32)."""
+    """Adds the WY paths to the other paths' dk and dgc; returns dk, dv (input dtype), dbeta, dg (fp32)."""
     total, H, K = k.shape
     V = v.shape[-1]
-    dk = new_buffer(k.shape, torch.float32, k.device)
+    dk = new_buffer(k.shape, k.dtype, k.device)
     dv = new_buffer(v.shape, v.dtype, k.device)
     dbeta = new_buffer((total, H), torch.float32, k.device)
     dg = new_buffer((total, H), torch.float32, k.device)
     BK, BV = _tiles(K, V)
     wy_backward_kernel[(layout.num_chunks, H)](
         k, v, beta, gc, t, dw, du, dk_other, dgc_other, dk, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
     )
     return dk, dv, dbeta, dg
