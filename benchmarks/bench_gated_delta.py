@@ -72,13 +72,15 @@ def measure(fn, inputs):
     return fwd, fwd_bwd, (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
-def check_against_float64(B, T, H, K, V, cu_seqlens=None):
+def check_against_float64(B, T, H, K, V, cu_seqlens=None, seed=1):
     """Relative errors of our bf16 kernels (with states, l2norm) against the float64 chunked computation."""
-    inputs = make_inputs(B, T, H, K, V, seed=1)
+    inputs = make_inputs(B, T, H, K, V, seed=seed)
     n = B if cu_seqlens is None else len(cu_seqlens) - 1
-    inputs.append(torch.randn(n, H, K, V, device="cuda").requires_grad_())
+    gen = torch.Generator("cuda").manual_seed(seed + 1000)
+    shapes = ((n, H, K, V), (B, T, H, V), (n, H, K, V))
+    h0, do, dht = (torch.randn(*shape, generator=gen, device="cuda") for shape in shapes)
+    inputs.append(h0.requires_grad_())
     cu = None if cu_seqlens is None else torch.tensor(cu_seqlens, dtype=torch.int32, device="cuda")
-    do, dht = torch.randn(B, T, H, V, device="cuda"), torch.randn(n, H, K, V, device="cuda")
     results = []
     for fn, args in ((chunk_gated_delta_rule, inputs), (chunk_gated_delta_rule_torch,
                                                         [x.detach().double().requires_grad_() for x in inputs])):
