@@ -103,6 +103,16 @@ def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, devic
     return ChunkLayout(cu, index, offsets, len(counts), int(sum(counts)))
 
 
+@triton.jit
+def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
+    """Token rows of chunk i_c on the flat token axis, and which of them lie inside its sequence."""
+    i_n = tl.load(chunk_index_ptr + 2 * i_c)
+    start = tl.load(cu_seqlens_ptr + i_n) + tl.load(chunk_index_ptr + 2 * i_c + 1) * BT
+    end = tl.load(cu_seqlens_ptr + i_n + 1)
+    rows = start + tl.arange(0, BT)
+    return rows, rows < end
+
+
 def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens) -> None:
     """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512)."""
     if q.dim() != 4 or k.shape != q.shape:

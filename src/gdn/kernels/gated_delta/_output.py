@@ -19,8 +19,14 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, dot_precision, new_buffer, pow2_at_least_16
-from gdn.kernels.gated_delta._wy import chunk_rows
+from gdn.kernels.gated_delta._common import (
+    CHUNK,
+    ChunkLayout,
+    chunk_rows,
+    dot_precision,
+    new_buffer,
+    pow2_at_least_16,
+)
 
 _OUTPUT_BV = 128  # V tile of the output kernels (4 warps); measured best on an H100 at K/V 128/128 and 256/512
 

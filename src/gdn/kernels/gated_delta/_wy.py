@@ -21,23 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import (
-    CHUNK,
-    ChunkLayout,
-    dot_precision,
-    new_buffer,
-    pow2_at_least_16,
-)
-
-@triton.jit
-def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
-    """Token rows of chunk i_c on the flat token axis, and which of them lie inside its sequence."""
-    i_n = tl.load(chunk_index_ptr + 2 * i_c)
-    start = tl.load(cu_seqlens_ptr + i_n) + tl.load(chunk_index_ptr + 2 * i_c + 1) * BT
-    end = tl.load(cu_seqlens_ptr + i_n + 1)
-    rows = start + tl.arange(0, BT)
-    return rows, rows < end
-
+from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, chunk_rows, dot_precision, new_buffer, pow2_at_least_16
 
 @triton.jit
 def unit_lower_inverse(a, BT: tl.constexpr, PRECISION: tl.constexpr):
