@@ -41,12 +41,15 @@ class ShortConvolution(nn.Module):
         B, T, C = x.shape
         history = cache if cache is not None else x.new_zeros(B, self.kernel_size - 1, C)
         window = torch.cat([history.to(x.dtype), x], dim=1)  # [B, K-1+T, C]
-        positions = positions_in_documents(cu_seqlens, T)[None, :, None] if cu_seqlens is not None else None
+        if cu_seqlens is None:  # one depthwise conv1d over the window: T outputs, no padding needed
+            y = F.conv1d(window.transpose(1, 2), self.weight.to(x.dtype)[:, None, :], groups=C)
+            return F.silu(y.transpose(1, 2)), window[:, T:]
+        positions = positions_in_documents(cu_seqlens, T)[None, :, None]
         y = torch.zeros_like(x)
         for tap in range(self.kernel_size):
             lag = self.kernel_size - 1 - tap  # this tap reads x_{t-lag}
             term = window[:, tap : tap + T] * self.weight[:, tap].to(x.dtype)
-            if positions is not None and lag:
+            if lag:
                 term = term * (positions >= lag)  # x_{t-lag} belongs to the previous document
             y = y + term
         return F.silu(y), window[:, T:]

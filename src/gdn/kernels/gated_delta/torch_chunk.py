@@ -78,10 +78,9 @@ def _chunked_sequences(q, k, v, g, beta, initial_state, chunk_size):
     decay = (log_gamma[..., :, None] - log_gamma[..., None, :]).masked_fill(~causal, float("-inf")).exp()
 
     A = (beta[..., None] * decay * (k @ k.transpose(-1, -2))).tril(-1)
-    identity = torch.eye(C, dtype=q.dtype, device=q.device)
-    # Solve (I + A) [U | W] = diag(beta) [V | gamma o K] by forward substitution.
-    rhs = beta[..., None] * torch.cat([v, log_gamma.exp()[..., None] * k], dim=-1)
-    U, W = torch.linalg.solve_triangular(identity + A, rhs, upper=False, unitriangular=True).split([V, K], -1)
+    T_inv = _unit_lower_inverse(A)  # (I + A)^-1
+    U = T_inv @ (beta[..., None] * v)
+    W = T_inv @ (beta[..., None] * log_gamma.exp()[..., None] * k)
 
     q_decayed = log_gamma.exp()[..., None] * q  # gamma o Q
     intra = (q @ k.transpose(-1, -2)) * decay  # Q K^T o Gamma, causal including the diagonal
@@ -96,6 +95,22 @@ def _chunked_sequences(q, k, v, g, beta, initial_state, chunk_size):
         state = chunk_decay[:, :, n, :, None] * state + k_to_end[:, :, n].transpose(-1, -2) @ v_new
     o = torch.stack(outputs, dim=2) if outputs else v.new_zeros(B, H, 0, C, V)
     return _from_chunks(o, T), state
+
+
+def _unit_lower_inverse(A: torch.Tensor) -> torch.Tensor:
+    """(I + A)^-1 for strictly lower-triangular A [..., C, C] by repeated squaring.
+
+    A is nilpotent (A^C = 0), so (I + A)^-1 = sum_{j<C} (-A)^j = prod_{i<log2 C} (I + (-A)^(2^i)): about
+    2 log2(C) batched matmuls. On the CPU this is an order of magnitude faster than a batched triangular solve,
+    and as accurate (the test against the float64 oracle holds it to 1e-5).
+    """
+    C = A.shape[-1]
+    power = -A
+    inverse = torch.eye(C, dtype=A.dtype, device=A.device) + power
+    for _ in range(max(0, (C - 1).bit_length() - 1)):
+        power = power @ power
+        inverse = inverse + inverse @ power
+    return inverse
 
 
 def _to_chunks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
