@@ -101,3 +101,17 @@ def test_query_accuracy_scores_only_labelled_positions():
     predictions = torch.tensor([[0, 2, 4, 1], [1, 0, 0, 0]])  # right, wrong (3 -> 1), right
     logits = torch.nn.functional.one_hot(predictions, num_classes=5).float()
     assert query_accuracy(logits, labels) == (2, 3)
+
+
+def test_training_mixture_draws_pair_counts_in_range_and_eval_stays_at_the_maximum():
+    data = MQARData(vocab_size=64, seq_len=64, num_kv_pairs=8, batch_size=4, seed=0, num_eval_examples=8,
+                    min_train_kv_pairs=2)
+    counts = {int((data.train_batch(i).labels[0] != IGNORE_INDEX).sum()) for i in range(60)}
+    assert counts == set(range(2, 9))
+    assert all(int((b.labels != IGNORE_INDEX).sum(1).unique()) == 8 for b in data.eval_batches())
+    assert torch.equal(data.train_batch(7).input_ids, data.train_batch(7).input_ids)
+
+
+def test_training_mixture_bounds_are_checked():
+    with pytest.raises(ValueError, match=r"min_train_kv_pairs must be in \[1, num_kv_pairs=8\]"):
+        MQARData(vocab_size=64, seq_len=64, num_kv_pairs=8, batch_size=4, min_train_kv_pairs=9)

@@ -13,6 +13,10 @@ Query placement follows Zoology's power law: the query region holds (T - 2n) // 
 is always followed by a filler), and the slot index g, i.e. the gap after the context counted in slots, is drawn
 without replacement with probability proportional to (g + 1) ** (power_a - 1). A small power_a puts most
 queries soon after the context, with a heavy tail of long-range recalls.
+
+Training may draw a mixture of difficulties, as Zoology trains on several (length, pairs) settings at once:
+with `min_train_kv_pairs` set, each training batch takes its number of pairs uniformly from
+[min_train_kv_pairs, num_kv_pairs] (seeded by the batch index); evaluation always uses num_kv_pairs.
 """
 import torch
 
@@ -36,8 +40,11 @@ class MQARData:
         seed: int = 0,
         num_eval_examples: int = 1000,
         power_a: float = 0.01,
+        min_train_kv_pairs: int | None = None,
     ):
         _validate(vocab_size, seq_len, num_kv_pairs, batch_size, seed, num_eval_examples, power_a)
+        if min_train_kv_pairs is not None and not 1 <= min_train_kv_pairs <= num_kv_pairs:
+            raise ValueError(f"min_train_kv_pairs must be in [1, num_kv_pairs={num_kv_pairs}], got {min_train_kv_pairs}")
         self.vocab_size = vocab_size
         self.seq_len = seq_len
         self.num_kv_pairs = num_kv_pairs
@@ -45,20 +52,22 @@ class MQARData:
         self.seed = seed
         self.num_eval_examples = num_eval_examples
         self.power_a = power_a
+        self.min_train_kv_pairs = min_train_kv_pairs
         self._num_keys = (vocab_size - 1) // 2
         self._num_values = vocab_size - 1 - self._num_keys
-        num_slots = (seq_len - 2 * num_kv_pairs) // 2
-        gaps = torch.arange(1, num_slots + 1, dtype=torch.float64)
-        self._slot_weights = gaps ** (power_a - 1)
 
     def train_batch(self, index: int) -> Batch:
         if index < 0:
             raise ValueError(f"batch index must be >= 0, got {index}")
-        return self._examples(self.batch_size, seeded_generator(self.seed, _TRAIN_STREAM, index))
+        generator = seeded_generator(self.seed, _TRAIN_STREAM, index)
+        num_pairs = self.num_kv_pairs
+        if self.min_train_kv_pairs is not None:
+            num_pairs = int(torch.randint(self.min_train_kv_pairs, self.num_kv_pairs + 1, (), generator=generator))
+        return self._examples(self.batch_size, generator, num_pairs)
 
     def eval_batches(self) -> list[Batch]:
         """The same num_eval_examples examples on every call (their own seed stream), in batches of batch_size."""
-        examples = self._examples(self.num_eval_examples, seeded_generator(self.seed, _EVAL_STREAM))
+        examples = self._examples(self.num_eval_examples, seeded_generator(self.seed, _EVAL_STREAM), self.num_kv_pairs)
         return [
             Batch(input_ids, labels)
             for input_ids, labels in zip(
@@ -66,8 +75,7 @@ class MQARData:
             )
         ]
 
-    def _examples(self, num_examples: int, generator: torch.Generator) -> Batch:
-        n = self.num_kv_pairs
+    def _examples(self, num_examples: int, generator: torch.Generator, n: int) -> Batch:
         keys = 1 + _distinct_draws(num_examples, self._num_keys, n, generator)
         values = 1 + self._num_keys + _distinct_draws(num_examples, self._num_values, n, generator)
 
@@ -76,7 +84,8 @@ class MQARData:
         input_ids[:, 1 : 2 * n : 2] = values
 
         # Key i is queried at slot slots[:, i]; multinomial's draw order is random, so is the query order.
-        weights = self._slot_weights.expand(num_examples, -1)
+        num_slots = (self.seq_len - 2 * n) // 2
+        weights = (torch.arange(1, num_slots + 1, dtype=torch.float64) ** (self.power_a - 1)).expand(num_examples, -1)
         slots = torch.multinomial(weights, n, replacement=False, generator=generator)
         query_positions = 2 * n + 2 * slots
         input_ids.scatter_(1, query_positions, keys)
