@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The gated delta rule on a GPU machine: `tests` (pytest -m gpu: real shapes vs float64, ~6.5 min on an H100,
-# mostly the float64 references), `bench [args]` (bench_gated_delta.py vs FLA 0.6.0 and SDPA, ~6.5 min with
-# FLA's autotuning), or `all` (both: over the 10-minute limit of one device call).
+# GPU checks, one part per device call (each must stay under the 10-minute limit of a call):
+#   tests        pytest -m gpu on the gated delta rule: real shapes vs float64 (~6.5 min on an H100)
+#   layers       pytest -m gpu on the layer kernels (conv, gated norm, gate) and the models (Triton vs PyTorch
+#                GDN layer, bf16 training step of a hybrid): ~4-5 min, mostly Triton compilation
+#   bench [args] bench_gated_delta.py vs FLA 0.6.0 and SDPA (~6.5 min with FLA's autotuning)
+#   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
 set -o pipefail
@@ -19,6 +22,11 @@ status=0
 if [[ $part == tests || $part == all ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_gated_delta_triton.py 2>&1 \
         | tee "$LOGS/gpu_tests.log" || status=1
+fi
+if [[ $part == layers ]]; then
+    python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_short_conv.py \
+        tests/kernels/test_gated_norm.py tests/kernels/test_gate.py tests/models/test_models_gpu.py 2>&1 \
+        | tee "$LOGS/gpu_layers.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1
