@@ -1,0 +1,109 @@
+"""The chunked PyTorch SSD against the float64 step-by-step oracle: outputs, final states, every gradient."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gdn.kernels.ssd import chunk_ssd_torch, recurrent_ssd_reference
+
+CHUNK = 16  # small chunks keep the tests fast while T still covers 1, exact and partial chunks
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def random_inputs(T, batch=1, H=4, P=6, G=2, N=5, num_states=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    inputs = dict(
+        x=randn(batch, T, H, P),
+        dt=F.softplus(randn(batch, T, H) - 1),  # dt > 0, as after softplus(. + dt_bias)
+        A=-torch.rand(H, generator=gen, dtype=torch.float64) * 2 - 0.1,  # A < 0
+        B=randn(batch, T, G, N),
+        C=randn(batch, T, G, N),
+        D=randn(H),
+    )
+    if num_states is not None:
+        inputs["initial_state"] = randn(num_states, H, N, P)
+    return {name: t.requires_grad_() for name, t in inputs.items()}
+
+
+def outputs_and_grads(fn, inputs, seed=1, **kwargs):
+    """y, final state and the gradients of a random linear function of both, by name."""
+    y, final = fn(**inputs, output_final_state=True, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    loss = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum()
+    loss = loss + (final * torch.randn(final.shape, generator=gen, dtype=final.dtype)).sum()
+    grads = torch.autograd.grad(loss, list(inputs.values()))
+    return {"y": y, "final": final, **{f"d{name}": grad for name, grad in zip(inputs, grads)}}
+
+
+def assert_matches_reference(inputs, chunk_size=CHUNK, **kwargs):
+    got = outputs_and_grads(chunk_ssd_torch, inputs, chunk_size=chunk_size, **kwargs)
+    want = outputs_and_grads(recurrent_ssd_reference, inputs, **kwargs)
+    assert set(got) == set(want) and len(want) == 2 + len(inputs)
+    for name in want:
+        assert got[name].dtype == torch.float64, name
+        assert relative_error(got[name], want[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("T", [1, 63, 64, 65, 130])
+def test_matches_reference_with_initial_state(T):
+    assert_matches_reference(random_inputs(T, num_states=1))
+
+
+@pytest.mark.parametrize("T", [1, 65])
+def test_matches_reference_at_chunk_64(T):
+    assert_matches_reference(random_inputs(T, batch=2, H=2, P=3, G=1, N=4, num_states=2), chunk_size=64)
+
+
+def test_without_initial_state_or_groups():
+    assert_matches_reference(random_inputs(37, batch=2, G=1))
+
+
+def test_one_group_per_head():
+    assert_matches_reference(random_inputs(20, G=4, num_states=1))
+
+
+def test_varlen_uneven_sequences():
+    cu_seqlens = torch.tensor([0, 7, 40, 57], dtype=torch.int32)
+    assert_matches_reference(random_inputs(57, num_states=3), cu_seqlens=cu_seqlens)
+
+
+def test_varlen_equals_separate_sequences():
+    inputs = {name: t.detach() for name, t in random_inputs(30, num_states=2).items()}
+    cu_seqlens = torch.tensor([0, 11, 30], dtype=torch.int32)
+    y, final = chunk_ssd_torch(**inputs, cu_seqlens=cu_seqlens, output_final_state=True, chunk_size=CHUNK)
+    per_token = {"x", "dt", "B", "C"}
+    for n, (start, end) in enumerate([(0, 11), (11, 30)]):
+        piece = {name: (t[:, start:end] if name in per_token else t) for name, t in inputs.items()}
+        piece["initial_state"] = inputs["initial_state"][n : n + 1]
+        y_n, final_n = chunk_ssd_torch(**piece, output_final_state=True, chunk_size=CHUNK)
+        torch.testing.assert_close(y[:, start:end], y_n)
+        torch.testing.assert_close(final[n : n + 1], final_n)
+
+
+def test_chunk_size_does_not_change_the_result():
+    inputs = random_inputs(45)
+    small, _ = chunk_ssd_torch(**inputs, chunk_size=8)
+    large, _ = chunk_ssd_torch(**inputs, chunk_size=64)
+    assert relative_error(small, large) < 1e-12
+
+
+def test_low_precision_inputs_compute_in_float32():
+    inputs = {name: t.detach() for name, t in random_inputs(20, num_states=1).items()}
+    low = {name: t.to(torch.bfloat16) if name in ("x", "B", "C") else t.float() for name, t in inputs.items()}
+    y, final = chunk_ssd_torch(**low, output_final_state=True, chunk_size=CHUNK)
+    assert y.dtype == torch.bfloat16 and final.dtype == torch.float32
+    want, _ = recurrent_ssd_reference(**{name: t.double() for name, t in low.items()})
+    assert relative_error(y.double(), want) < 2e-2
+
+
+def test_rejects_batched_varlen_and_groups_that_do_not_divide_heads():
+    with pytest.raises(ValueError, match="batch size 1"):
+        chunk_ssd_torch(**random_inputs(8, batch=2), cu_seqlens=torch.tensor([0, 8], dtype=torch.int32))
+    with pytest.raises(ValueError, match="divide"):
+        chunk_ssd_torch(**random_inputs(8, H=4, G=3))
