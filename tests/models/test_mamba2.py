@@ -89,6 +89,21 @@ def test_prompt_then_tokens_equals_full_forward(prompt):
     assert state.conv.shape == (2, 3, layer.d_inner + 2 * layer.ngroups * layer.d_state)
 
 
+def test_triton_backend_matches_the_torch_backend():
+    torch.manual_seed(0)
+    torch_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": 2})
+    triton_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": 2, "backend": "triton"})
+    triton_layer.load_state_dict(torch_layer.state_dict())
+    x = random_x(1, 70).float()
+    bounds = torch.tensor([0, 5, 70], dtype=torch.int32)
+    outputs = [layer(x, cu_seqlens=bounds)[0] for layer in (torch_layer, triton_layer)]
+    for y in outputs:
+        y.square().sum().backward()
+    assert relative_error(outputs[1], outputs[0]) < 1e-5
+    for (name, p), q in zip(torch_layer.named_parameters(), triton_layer.parameters()):
+        assert relative_error(q.grad, p.grad) < 1e-4, name
+
+
 def test_state_and_packing_do_not_mix():
     layer = make_layer()
     with pytest.raises(ValueError, match="decode"):

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdn.kernels.ssd import chunk_ssd_torch
+from gdn.kernels.ssd import chunk_ssd, chunk_ssd_torch
 from gdn.models.documents import check_packed
 from gdn.models.short_conv import ShortConvolution
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -57,8 +57,8 @@ class GroupedGatedRMSNorm(nn.Module):
 class Mamba2(nn.Module):
     """forward(x [B, T, d_model], cu_seqlens=None, state=None) -> (y [B, T, d_model], new state or None).
 
-    backend "auto" runs the fused Triton short convolution on CUDA; the SSD itself is the chunked PyTorch
-    operator on every device (no Triton SSD yet).
+    backend "auto" runs our Triton kernels (short conv, SSD) on CUDA and the PyTorch path elsewhere; "triton"
+    forces them (on the CPU under TRITON_INTERPRET=1; no float64), "torch" the PyTorch path (chunk_size applies).
     """
 
     def __init__(
@@ -124,22 +124,25 @@ class Mamba2(nn.Module):
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
         z, xBC, dt_raw = self.in_proj(x).split([self.d_inner, self.conv.weight.shape[0], self.num_heads], dim=-1)
-        triton = self.backend == "auto" and x.is_cuda
+        triton = self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
         xBC, conv_cache = self.conv(xBC, cu_seqlens, None if state is None else state.conv, triton)
         group_channels = self.ngroups * self.d_state
         x_heads, B, C = xBC.split([self.d_inner, group_channels, group_channels], dim=-1)
         gate_dtype = torch.promote_types(x.dtype, torch.float32)
-        y, ssm = chunk_ssd_torch(
-            x_heads.unflatten(-1, (self.num_heads, self.headdim)),
-            F.softplus(dt_raw.to(gate_dtype) + self.dt_bias),
-            -torch.exp(self.A_log.to(gate_dtype)),
-            B.unflatten(-1, (self.ngroups, self.d_state)),
-            C.unflatten(-1, (self.ngroups, self.d_state)),
-            self.D,
+        ssd_inputs = dict(
+            x=x_heads.unflatten(-1, (self.num_heads, self.headdim)),
+            dt=F.softplus(dt_raw.to(gate_dtype) + self.dt_bias),
+            A=-torch.exp(self.A_log.to(gate_dtype)),
+            B=B.unflatten(-1, (self.ngroups, self.d_state)),
+            C=C.unflatten(-1, (self.ngroups, self.d_state)),
+            D=self.D,
             initial_state=None if state is None else state.ssm,
             output_final_state=state is not None,
             cu_seqlens=cu_seqlens,
-            chunk_size=self.chunk_size,
         )
+        if triton:
+            y, ssm = chunk_ssd(**ssd_inputs)
+        else:
+            y, ssm = chunk_ssd_torch(**ssd_inputs, chunk_size=self.chunk_size)
         out = self.o_proj(self.norm(y.flatten(-2), z))
         return out, (Mamba2State(ssm, conv_cache) if state is not None else None)
