@@ -1,0 +1,48 @@
+"""Step-by-step Mamba1 selective scan in plain PyTorch: the test oracle for every selective-scan implementation.
+
+Per channel d and state n (Mamba, Gu & Dao 2023, Algorithm 2 with ZOH on A and Euler on B):
+    h_t[d, n] = exp(dt_t[d] A[d, n]) h_{t-1}[d, n] + dt_t[d] B_t[n] x_t[d]
+    y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] x_t[d]
+Computes in float64 when given float64 (else float32). Differentiable through plain autograd (one Python step
+per token: use small shapes).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sequence_bounds(cu_seqlens: torch.Tensor | None, batch: int, length: int) -> list[tuple[int, int, int]]:
+    """(batch row, start, end) of every sequence: one per row, or one per cu_seqlens segment of row 0."""
+    if cu_seqlens is None:
+        return [(b, 0, length) for b in range(batch)]
+    bounds = cu_seqlens.tolist()
+    return [(0, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def selective_scan_reference(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Same arguments and layout as `gdn.kernels.selective_scan.selective_scan`."""
+    batch, length, channels = x.shape
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
+    rows = [[x.new_zeros(channels)] * length for _ in range(batch)]
+    finals = []
+    for seq, (b, start, end) in enumerate(sequence_bounds(cu_seqlens, batch, length)):
+        h = initial_state[seq].to(dtype) if initial_state is not None else x.new_zeros(A.shape)
+        for t in range(start, end):
+            h = torch.exp(dt[b, t, :, None] * A) * h + (dt[b, t] * x[b, t])[:, None] * B[b, t]
+            rows[b][t] = h @ C[b, t]
+        finals.append(h)
+    y = torch.stack([torch.stack(row) if length else x.new_zeros(0, channels) for row in rows])
+    if D is not None:
+        y = y + D.to(dtype) * x
+    return y, (torch.stack(finals) if output_final_state else None)
