@@ -14,10 +14,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from gdn.models import LanguageModel
 from gdn.models.attention import Attention, SlidingWindowAttention
 from gdn.models.flops import (
-    UnknownMixerError, attention_flops, flops_per_token, forward_flops, gated_deltanet_flops, gdn_chunk_size,
-    mixer_flops, sum_terms, training_flops_per_token, visible_keys,
+    UnknownMixerError, attention_flops, flops_per_token, forward_flops, gated_deltanet_flops, mamba2_flops,
+    mixer_flops, running_chunk_size, sum_terms, training_flops_per_token, visible_keys,
 )
 from gdn.models.gated_deltanet import GatedDeltaNet
+from gdn.models.mamba2 import Mamba2
 
 T, CHUNK, D_MODEL, HEADS, HEAD_DIM, WINDOW = 128, 32, 64, 2, 32, 48
 
@@ -31,7 +32,7 @@ def counted_flops(module, *inputs) -> int:
 
 def repeated_squaring_flops(mixer: GatedDeltaNet, seq_len: int) -> int:
     """The PyTorch path's (I + A)^-1: (C-1).bit_length() - 1 rounds of two C x C matmuls, per chunk and head."""
-    C = gdn_chunk_size(mixer, seq_len)
+    C = running_chunk_size(mixer, seq_len)
     rounds = (C - 1).bit_length() - 1
     return (seq_len // C) * mixer.num_heads * rounds * 2 * (2 * C**3)
 
@@ -75,11 +76,27 @@ def test_gated_deltanet_terms_by_hand():
     assert terms["o_norm"].flops == 4 * HEADS * V * T and not terms["o_norm"].matmul
 
 
-def test_gated_deltanet_chunk_follows_the_path():
-    assert gdn_chunk_size(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, backend="torch", chunk_size=CHUNK), T) == 32
-    assert gdn_chunk_size(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, backend="auto", chunk_size=CHUNK), T) == 64
-    assert gdn_chunk_size(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, backend="auto", use_delta=False), T) == 64
-    assert gdn_chunk_size(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, backend="triton"), 40) == 40  # one short chunk
+def test_gated_deltanet_chunk_follows_the_running_path():
+    def chunk(**kwargs) -> int:  # out_qk = chunks * heads * 2 C^2 K = T * heads * 2 C K
+        terms = gated_deltanet_flops(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, chunk_size=CHUNK, **kwargs), T)
+        return terms["out_qk"].flops // (T * HEADS * 2 * HEAD_DIM)
+
+    assert chunk(backend="torch") == CHUNK
+    assert chunk(backend="auto") == chunk(backend="triton") == 64  # the Triton kernels' chunk
+    assert chunk(backend="auto", use_delta=False) == CHUNK  # gated linear attention has no Triton kernel
+    assert running_chunk_size(GatedDeltaNet(D_MODEL, HEADS, HEAD_DIM, backend="triton"), 40) == 40  # one chunk
+
+
+def test_mamba2_matches_flop_counter():
+    """The SSD has no inverse and no masked SDPA: the matmul terms are exactly what the PyTorch path runs."""
+    mixer = Mamba2(D_MODEL, d_state=16, headdim=16, ngroups=2, chunk_size=CHUNK, backend="torch")
+    terms = mamba2_flops(mixer, T)
+    assert counted_flops(mixer, torch.randn(1, T, D_MODEL)) == sum_terms(terms, matmul_only=True)
+    heads, chunks, C, N, P = 2 * D_MODEL // 16, T // CHUNK, CHUNK, 16, 16
+    assert terms["out_qk"].flops == chunks * heads * 2 * C * C * N
+    assert terms["state_pass"].flops == terms["out_inter"].flops == chunks * heads * 2 * C * N * P
+    assert terms["conv"].flops == 2 * 4 * (2 * D_MODEL + 2 * 2 * N) * T  # over x, B, C of every group
+    assert terms["norm"].flops == 4 * 2 * D_MODEL * T and not terms["norm"].matmul
 
 
 @pytest.mark.parametrize("mixer", [Attention(D_MODEL, HEADS), SlidingWindowAttention(D_MODEL, HEADS, window=WINDOW)],

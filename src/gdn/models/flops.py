@@ -27,6 +27,7 @@ from torch import nn
 from gdn.kernels.gated_delta._common import CHUNK as TRITON_CHUNK  # the Triton kernels' chunk (64)
 from gdn.models.attention import Attention
 from gdn.models.gated_deltanet import GatedDeltaNet
+from gdn.models.mamba2 import Mamba2
 from gdn.models.short_conv import ShortConvolution
 
 RMSNORM_FLOPS_PER_ELEMENT = 4
@@ -139,10 +140,10 @@ def attention_flops(mixer: Attention, seq_len: int) -> Breakdown:
     }
 
 
-def gdn_chunk_size(mixer: GatedDeltaNet, seq_len: int) -> int:
+def running_chunk_size(mixer: nn.Module, seq_len: int, has_triton_kernel: bool = True) -> int:
     """The chunk the running path uses: the Triton kernels' 64 (backend triton, or auto, which is Triton on
     CUDA, where MFU is measured), else the PyTorch path's chunk_size; a shorter sequence is one chunk."""
-    uses_triton = mixer.backend != "torch" and mixer.use_delta  # no Triton kernel for the use_delta=False ablation
+    uses_triton = mixer.backend != "torch" and has_triton_kernel
     return min(TRITON_CHUNK if uses_triton else mixer.chunk_size, seq_len)
 
 
@@ -165,7 +166,8 @@ def gated_deltanet_flops(mixer: GatedDeltaNet, seq_len: int) -> Breakdown:
     The chunk products count as dense C x C blocks (what the chunked
     algorithm computes); the inverse counts at its textbook cost, whatever method a path uses (the PyTorch
     path squares repeatedly, the Triton kernel inverts 16 x 16 blocks and multiplies them out)."""
-    C, K, V = gdn_chunk_size(mixer, seq_len), mixer.head_dim, mixer.head_v_dim
+    C = running_chunk_size(mixer, seq_len, has_triton_kernel=mixer.use_delta)  # no Triton kernel without delta
+    K, V = mixer.head_dim, mixer.head_v_dim
     chunk_heads = ceil(seq_len / C) * mixer.num_heads  # every term below is per chunk and head
     terms = {**linear_terms(mixer, seq_len), **short_conv_terms(mixer, seq_len)}
     if mixer.use_output_norm:
@@ -183,6 +185,29 @@ def gated_deltanet_flops(mixer: GatedDeltaNet, seq_len: int) -> Breakdown:
         "out_inter": Term(chunk_heads * 2 * C * K * V),
         "out_qk": Term(chunk_heads * 2 * C * C * K),
         "out_intra": Term(chunk_heads * 2 * C * C * V),
+    }
+
+
+@register_mixer_flops(Mamba2)
+def mamba2_flops(mixer: Mamba2, seq_len: int) -> Breakdown:
+    """in_proj (z, xBC, dt), the short conv over xBC, the gated RMSNorm over d_inner, o_proj, and the chunked SSD
+    (scalar-decay linear attention with q = C, k = B, v = dt o x) per head over N = ceil(T / C) chunks of C tokens,
+    d_state = N_s, headdim = P (B and C are shared by the heads of a group but multiplied per head):
+        out_qk      C B^T                                2 C^2 N_s
+        out_intra   (C B^T o L) V                        2 C^2 P
+        state_pass  ((gamma_end / gamma) o B)^T V        2 C N_s P   (the decayed sum into the state is elementwise)
+        out_inter   (gamma o C) S                        2 C N_s P
+    Per token and head: 2 C (N_s + P) + 4 N_s P. The D x skip and the gates are elementwise (ignored)."""
+    C, N, P = running_chunk_size(mixer, seq_len), mixer.d_state, mixer.headdim
+    chunk_heads = ceil(seq_len / C) * mixer.num_heads  # every term below is per chunk and head
+    return {
+        **linear_terms(mixer, seq_len),
+        **short_conv_terms(mixer, seq_len),
+        "norm": rms_norm_term(mixer.d_inner, seq_len),
+        "out_qk": Term(chunk_heads * 2 * C * C * N),
+        "out_intra": Term(chunk_heads * 2 * C * C * P),
+        "state_pass": Term(chunk_heads * 2 * C * N * P),
+        "out_inter": Term(chunk_heads * 2 * C * N * P),
     }
 
 
