@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gdn.kernels.ssd import recurrent_ssd_reference
-from gdn.models import LanguageModel
+from gdn.models import MIXERS, LanguageModel
 from gdn.models.mamba2 import Mamba2
 from gdn.train.optim import parameter_groups
 
@@ -134,7 +134,8 @@ def test_init_ranges_and_no_weight_decay():
     assert {id(layer.A_log), id(layer.dt_bias), id(layer.D)} <= no_decay
 
 
-def test_language_model_scales_the_output_projection_and_trains_on_packed_batches():
+def test_language_model_scales_the_output_projection_and_trains_on_packed_batches(monkeypatch):
+    monkeypatch.setitem(MIXERS, "mamba2", Mamba2)  # whether or not the registry lists it yet
     torch.manual_seed(0)
     model = LanguageModel(32, D_MODEL, 2, ["mamba2"], {"mamba2": SMALL}, init_std=0.02)
     o_proj_std = torch.stack([block.mixer.o_proj.weight for block in model.blocks]).std().item()
