@@ -14,6 +14,16 @@ D_MODEL = 16
 SMALL = {"d_state": 5, "headdim": 8, "chunk_size": 4}  # d_inner 32: 4 heads
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On the 2-core CPU, torch's float64 depthwise conv1d (the short conv) takes ~1 s a call with 2 threads and
+    ~1 ms with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_layer(seed=0, **kwargs):
     torch.manual_seed(seed)
     layer = Mamba2(D_MODEL, **{**SMALL, **kwargs}).double()
@@ -72,10 +82,10 @@ def test_packed_documents_equal_separate_sequences():
     torch.testing.assert_close(packed, separate, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("prompt", [0, 1, 6])
+@pytest.mark.parametrize("prompt", [0, 5])
 def test_prompt_then_tokens_equals_full_forward(prompt):
     layer = make_layer(ngroups=2)
-    x = random_x(2, 11)
+    x = random_x(2, 9)
     full, _ = layer(x)
     state, outputs = layer.init_state(), []
     if prompt:
