@@ -35,8 +35,9 @@ def hand_attention(layer, x, window=None):
 
 def test_registry():
     assert MIXERS["attn"] is Attention and MIXERS["swa"] is SlidingWindowAttention
-    with pytest.raises(ValueError, match=r"unknown mixer 'mamba3'.*\['attn', 'gdn', 'swa'\]"):
+    with pytest.raises(ValueError, match=r"unknown mixer 'mamba3'; choose one of") as info:
         build_mixer("mamba3", D_MODEL)
+    assert str(sorted(MIXERS)) in str(info.value)
 
 
 def test_full_attention_matches_hand_computation():
