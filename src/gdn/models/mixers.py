@@ -5,11 +5,13 @@ from torch import nn
 
 from gdn.models.attention import Attention, SlidingWindowAttention
 from gdn.models.gated_deltanet import GatedDeltaNet
+from gdn.models.mamba1 import Mamba1
 
 MIXERS: dict[str, type[nn.Module]] = {
     "gdn": GatedDeltaNet,
     "attn": Attention,
     "swa": SlidingWindowAttention,
+    "mamba": Mamba1,
 }
 
 
