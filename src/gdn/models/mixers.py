@@ -6,12 +6,14 @@ from torch import nn
 from gdn.models.attention import Attention, SlidingWindowAttention
 from gdn.models.gated_deltanet import GatedDeltaNet
 from gdn.models.mamba1 import Mamba1
+from gdn.models.mamba2 import Mamba2
 
 MIXERS: dict[str, type[nn.Module]] = {
     "gdn": GatedDeltaNet,
     "attn": Attention,
     "swa": SlidingWindowAttention,
     "mamba": Mamba1,
+    "mamba2": Mamba2,
 }
 
 
