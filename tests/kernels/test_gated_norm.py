@@ -1,27 +1,11 @@
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import, as in tests/conftest.py
 
 import pytest
+import torch
 
 from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def nan_filled_buffers(monkeypatch):
-    """Buffers allocated during a test start as NaN, so any element a kernel leaves unwritten fails the test."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poisoned(tensor):
-        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
-
-    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poisoned(empty(*args, **kwargs)))
-    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poisoned(empty_like(*args, **kwargs)))
+pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conftest.py
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
