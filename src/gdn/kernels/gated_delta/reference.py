@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import torch
 
+from gdn.kernels.sequences import sequence_bounds
+
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x / sqrt(sum(x^2) + eps) over the last dim (the GDN q/k normalisation)."""
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
-
-
-def sequence_bounds(cu_seqlens: torch.Tensor | None, batch: int, length: int) -> list[tuple[int, int, int]]:
-    """(batch row, start, end) of every sequence: one per row, or one per cu_seqlens segment of row 0."""
-    if cu_seqlens is None:
-        return [(b, 0, length) for b in range(batch)]
-    bounds = cu_seqlens.tolist()
-    return [(0, bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
 def recurrent_gated_delta_rule_reference(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from gdn.kernels.selective_scan.reference import sequence_bounds
+from gdn.kernels.sequences import sequence_bounds
 
 
 def scan_chunk(

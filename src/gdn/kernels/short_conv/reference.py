@@ -10,14 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-
-def _sequence_bounds(cu_seqlens: torch.Tensor | None, batch: int, length: int) -> list[tuple[int, int, int]]:
-    """(batch row, start, end) of every sequence: one per row, or one per cu_seqlens segment of row 0."""
-    if cu_seqlens is None:
-        return [(b, 0, length) for b in range(batch)]
-    edges = cu_seqlens.tolist()
-    return [(0, start, end) for start, end in zip(edges[:-1], edges[1:])]
+from gdn.kernels.sequences import sequence_bounds
 
 
 def short_conv_reference(
@@ -34,7 +27,7 @@ def short_conv_reference(
     width = weight.shape[1]
     weight = weight.to(x.dtype)
     outputs, finals = [], []
-    for n, (b, start, end) in enumerate(_sequence_bounds(cu_seqlens, B, T)):
+    for n, (b, start, end) in enumerate(sequence_bounds(cu_seqlens, B, T)):
         if initial_state is None:
             history = x.new_zeros(width - 1, C)
         else:

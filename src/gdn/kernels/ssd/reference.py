@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta.reference import sequence_bounds
+from gdn.kernels.sequences import sequence_bounds
 
 
 def expand_groups(x: torch.Tensor, num_heads: int) -> torch.Tensor:
