@@ -14,10 +14,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from gdn.models import LanguageModel
 from gdn.models.attention import Attention, SlidingWindowAttention
 from gdn.models.flops import (
-    UnknownMixerError, attention_flops, flops_per_token, forward_flops, gated_deltanet_flops, mamba2_flops,
-    mixer_flops, running_chunk_size, sum_terms, training_flops_per_token, visible_keys,
+    UnknownMixerError, attention_flops, flops_per_token, forward_flops, gated_deltanet_flops, mamba1_flops,
+    mamba2_flops, mixer_flops, running_chunk_size, sum_terms, training_flops_per_token, visible_keys,
 )
 from gdn.models.gated_deltanet import GatedDeltaNet
+from gdn.models.mamba1 import Mamba1
 from gdn.models.mamba2 import Mamba2
 
 T, CHUNK, D_MODEL, HEADS, HEAD_DIM, WINDOW = 128, 32, 64, 2, 32, 48
@@ -148,3 +149,27 @@ def test_model_without_mlp_counts_no_mlp():
 def test_unknown_mixer_type_is_named():
     with pytest.raises(UnknownMixerError, match="Identity"):
         mixer_flops(torch.nn.Identity(), T)
+
+
+def chunked_scan_flops(mixer: Mamba1, seq_len: int) -> int:
+    """What the chunked PyTorch selective scan runs as matmuls (torch.einsum -> bmm), per chunk of L tokens:
+    decay x CB summed over n (2 L^2 Dch N), then times dt x summed over j (2 L^2 Dch), and the carried-in and
+    carried-out states (one contraction over n, one over j: 2 L Dch N each)."""
+    L, Dch, N = mixer.chunk_size, mixer.channels, mixer.d_state
+    return (seq_len // L) * (2 * L * L * Dch * N + 2 * L * L * Dch + 4 * L * Dch * N)
+
+
+def test_mamba1_matches_flop_counter():
+    """Matmul terms (projections, dt_proj, conv) plus the chunked scan's einsums are what the PyTorch path runs;
+    the scan itself is counted as the recurrence's elementwise work, 6 Dch N per token."""
+    mixer = Mamba1(D_MODEL, d_state=8, chunk_size=16)
+    terms = mamba1_flops(mixer, T)
+    expected = sum_terms(terms, matmul_only=True) + chunked_scan_flops(mixer, T)
+    assert counted_flops(mixer, torch.randn(1, T, D_MODEL)) == expected
+    channels, rank = 2 * D_MODEL, mixer.dt_rank
+    assert terms["in_proj"].flops == 2 * D_MODEL * 2 * channels * T
+    assert terms["x_proj"].flops == 2 * channels * (rank + 2 * 8) * T
+    assert terms["dt_proj"].flops == 2 * rank * channels * T
+    assert terms["conv"].flops == 2 * 4 * channels * T
+    assert terms["scan_state"].flops == 4 * channels * 8 * T and not terms["scan_state"].matmul
+    assert terms["scan_output"].flops == 2 * channels * 8 * T and not terms["scan_output"].matmul

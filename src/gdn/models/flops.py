@@ -10,7 +10,7 @@ Conventions (one sequence of `seq_len` tokens, one document per row; counts are 
   the q/k L2 norm, decay masks and residual adds. It is O(d) per token per layer against the projections'
   O(d^2), and it does not run on tensor cores.
 - Every term is tagged `matmul` (matmuls, SDPA, convolutions: what torch.utils.flop_counter counts) or not
-  (the norms); `matmul_only=True` sums the matmul terms alone.
+  (the norms, Mamba1's elementwise selective scan); `matmul_only=True` sums the matmul terms alone.
 - Training FLOPs = 3 x forward (the backward pass taken as twice the forward), the usual MFU convention.
 
 A mixer class gets its count through `@register_mixer_flops(MixerClass)`; a model with a mixer that has none
@@ -27,6 +27,7 @@ from torch import nn
 from gdn.kernels.gated_delta._common import CHUNK as TRITON_CHUNK  # the Triton kernels' chunk (64)
 from gdn.models.attention import Attention
 from gdn.models.gated_deltanet import GatedDeltaNet
+from gdn.models.mamba1 import Mamba1
 from gdn.models.mamba2 import Mamba2
 from gdn.models.short_conv import ShortConvolution
 
@@ -208,6 +209,28 @@ def mamba2_flops(mixer: Mamba2, seq_len: int) -> Breakdown:
         "out_intra": Term(chunk_heads * 2 * C * C * P),
         "state_pass": Term(chunk_heads * 2 * C * N * P),
         "out_inter": Term(chunk_heads * 2 * C * N * P),
+    }
+
+
+@register_mixer_flops(Mamba1)
+def mamba1_flops(mixer: Mamba1, seq_len: int) -> Breakdown:
+    """in_proj (x, z), the short conv over x, x_proj (dt_low, B, C), dt_proj (a DtProjection, dt_rank -> Dch,
+    counted like a Linear: 2 r Dch per token), o_proj, and the selective scan itself, per token with
+    Dch = expand * d_model channels and N = d_state states per channel:
+        scan_state   h = exp(dt A) o h + (dt x) B      4 Dch N   (dt A, decay times h, times B, add; exp not counted)
+        scan_output  y = C . h                          2 Dch N
+    The scan is the recurrence's own work, whatever the implementation: elementwise per (channel, state), on
+    CUDA cores as in mamba_ssm's kernel, so it is tagged matmul=False. The chunked PyTorch path computes the
+    same scan as dense masked L x L products per chunk (2 L Dch N per token, more than the recurrence); that
+    extra work is not useful and not counted. The D skip and the SiLU gate are elementwise O(Dch) (ignored)."""
+    channels_states = mixer.channels * mixer.d_state * seq_len
+    dt_proj = mixer.dt_proj.weight
+    return {
+        **linear_terms(mixer, seq_len),
+        **short_conv_terms(mixer, seq_len),
+        "dt_proj": Term(2 * dt_proj.shape[0] * dt_proj.shape[1] * seq_len),
+        "scan_state": Term(4 * channels_states, matmul=False),
+        "scan_output": Term(2 * channels_states, matmul=False),
     }
 
 
