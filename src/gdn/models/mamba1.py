@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gdn.kernels.selective_scan import selective_scan
+from gdn.kernels.selective_scan import chunk_selective_scan, recurrent_selective_scan, selective_scan_torch
 from gdn.models.documents import check_packed
 from gdn.models.short_conv import ShortConvolution
+
+BACKENDS = ("auto", "torch", "triton")
 
 
 @dataclass
@@ -58,7 +60,12 @@ class DtProjection(nn.Module):
 
 
 class Mamba1(nn.Module):
-    """forward(x [B, T, d_model], cu_seqlens=None, state=None) -> (y [B, T, d_model], new state or None)."""
+    """forward(x [B, T, d_model], cu_seqlens=None, state=None) -> (y [B, T, d_model], new state or None).
+
+    backend "auto" runs our Triton kernels (short conv, selective scan; the step-by-step scan when decoding) on
+    CUDA and the PyTorch path elsewhere; "triton" forces them (on the CPU under TRITON_INTERPRET=1; no float64);
+    "torch" the PyTorch path (chunk_size applies to it only).
+    """
 
     def __init__(
         self,
@@ -71,9 +78,12 @@ class Mamba1(nn.Module):
         dt_max: float = 0.1,
         dt_floor: float = 1e-4,
         chunk_size: int = 16,
+        backend: str = "auto",
     ):
         super().__init__()
-        self.d_state, self.chunk_size = d_state, chunk_size
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.d_state, self.chunk_size, self.backend = d_state, chunk_size, backend
         self.channels = expand * d_model
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * self.channels, bias=False)
@@ -104,17 +114,23 @@ class Mamba1(nn.Module):
         check_packed(x, cu_seqlens)
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
+        triton = self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
         inner, z = self.in_proj(x).chunk(2, dim=-1)
-        inner, conv_cache = self.conv(inner, cu_seqlens, None if state is None else state.conv)
+        inner, conv_cache = self.conv(inner, cu_seqlens, None if state is None else state.conv, triton)
         dt_low, B, C = self.x_proj(inner).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         scan_dtype = torch.promote_types(x.dtype, torch.float32)
         dt = F.softplus(self.dt_proj(dt_low.to(scan_dtype)))
-        y, ssm = selective_scan(
-            inner, dt, -self.A_log.exp(), B, C, self.D,
+        scan_inputs = dict(
+            x=inner, dt=dt, A=-self.A_log.exp(), B=B, C=C, D=self.D,
             initial_state=None if state is None else state.ssm,
             output_final_state=state is not None,
             cu_seqlens=cu_seqlens,
-            chunk_size=self.chunk_size,
         )
+        if not triton:
+            y, ssm = selective_scan_torch(**scan_inputs, chunk_size=self.chunk_size)
+        elif state is not None:
+            y, ssm = recurrent_selective_scan(**scan_inputs)
+        else:
+            y, ssm = chunk_selective_scan(**scan_inputs)
         out = self.o_proj(y * F.silu(z))
         return out, (Mamba1State(conv_cache, ssm) if state is not None else None)
