@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +28,14 @@ class Block(nn.Module):
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
         return x
+
+    def decode(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """forward continuing from the mixer's decode state: (x, the mixer's new state)."""
+        y, state = self.mixer(self.mixer_norm(x), state=state)
+        x = x + y
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, state
 
 
 class LanguageModel(nn.Module):
@@ -94,6 +103,21 @@ class LanguageModel(nn.Module):
         for block in self.blocks:
             x = block(x, cu_seqlens)
         return self.lm_head(self.norm(x)).view(B, T, -1)
+
+    def init_states(self) -> list[Any]:
+        """Empty decode states, one per block, for a fresh sequence (see decode)."""
+        return [block.mixer.init_state() for block in self.blocks]
+
+    def decode(self, input_ids: torch.Tensor, states: list[Any]) -> tuple[torch.Tensor, list[Any]]:
+        """input_ids [B, T] continuing the sequences that `states` (init_states() at the start) summarise ->
+        (logits [B, T, vocab], the new states). A prompt, then one token at a time, gives the logits of forward
+        over the whole sequence. Recurrent mixers keep a fixed-size state; attention keeps its KV cache."""
+        x = self.embed(input_ids)
+        new_states = []
+        for block, state in zip(self.blocks, states, strict=True):
+            x, state = block.decode(x, state)
+            new_states.append(state)
+        return self.lm_head(self.norm(x)), new_states
 
     def num_parameters(self) -> int:
         """Distinct parameters (a tied embedding counts once)."""
