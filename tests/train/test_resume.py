@@ -3,6 +3,7 @@ from pathlib import Path
 
 import torch
 
+from gdn.train.export import load_consolidated_model_state
 from gdn.train.main import run
 
 
@@ -17,8 +18,8 @@ def test_stop_and_resume_reproduces_the_uninterrupted_run(compose_config, tmp_pa
     assert first.losses + second.losses == straight.losses  # exact equality, not approximate
     assert second.eval_metrics == straight.eval_metrics
     assert second.tokens_seen == straight.tokens_seen
-    final_straight = torch.load(straight.checkpoint, weights_only=False)["model"]
-    final_resumed = torch.load(second.checkpoint, weights_only=False)["model"]
+    final_straight = load_consolidated_model_state(straight.checkpoint)
+    final_resumed = load_consolidated_model_state(second.checkpoint)
     assert all(torch.equal(final_straight[k], final_resumed[k]) for k in final_straight)
 
 
@@ -33,6 +34,6 @@ def test_resume_from_a_missing_path_names_it(compose_config, tmp_path: Path):
     try:
         run(compose_config(f"trainer.resume={missing}"), tmp_path / "c")
     except FileNotFoundError as error:
-        assert str(missing) in str(error) and "latest.pt" in str(error)
+        assert str(missing) in str(error) and "'latest' pointer" in str(error)
     else:
         raise AssertionError("resuming from a missing checkpoint must fail")

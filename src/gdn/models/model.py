@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -94,15 +94,19 @@ class LanguageModel(nn.Module):
                 if block.mlp is not None:
                     block.mlp.down_proj.weight.mul_(residual_scale)
 
-    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] -> logits [B, T, vocab]; cu_seqlens indexes the flattened B*T tokens."""
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None,
+                head: Callable[[torch.Tensor, nn.Linear], Any] | None = None) -> Any:
+        """input_ids [B, T] -> logits [B, T, vocab]; cu_seqlens indexes the flattened B*T tokens.
+        `head(hidden [B, T, d_model], lm_head)` replaces the logits computation (the trainer's chunked loss calls
+        the head inside forward, so FSDP has the head's weights gathered) and its result is returned."""
         B, T = input_ids.shape
         if cu_seqlens is not None:
             input_ids = input_ids.reshape(1, B * T)  # mixers take packed documents as one row
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, cu_seqlens)
-        return self.lm_head(self.norm(x)).view(B, T, -1)
+        hidden = self.norm(x).view(B, T, -1)
+        return self.lm_head(hidden) if head is None else head(hidden, self.lm_head)
 
     def init_states(self) -> list[Any]:
         """Empty decode states, one per block, for a fresh sequence (see decode)."""

@@ -1,20 +1,45 @@
-"""Single-process checkpoints: written to a temporary name and renamed, so a crash mid-save never costs the previous one.
+"""Checkpoints with torch.distributed.checkpoint (DCP): sharded model + optimizer, one folder per step.
 
-A checkpoint holds everything a bit-exact resume needs: model, optimizer, the step (the schedule is a function of
-it), the data position (data modules are random access by batch index), tokens seen, every RNG, and the MLflow run
-id so the resumed run continues the same MLflow run.
+    checkpoints/
+      latest              text "step-000008": written (temp file + atomic rename) only after step-000008 is complete
+      step-000008/
+        .metadata, *.distcp   DCP: {"model": ..., "optim": ...}; every rank writes its own shards
+        trainer.json          step, tokens seen, data position, batch geometry, world size, MLflow run id (rank 0)
+        rng-rank{r}.pt        each rank's Python / NumPy / torch (/ CUDA) RNG states
+        COMPLETE              written once every rank's part is on disk, just before `latest` moves
+
+A crash mid-save leaves a step folder without COMPLETE and without `latest` pointing at it: the previous checkpoint
+stays the one resumed from, and the next complete save deletes the leftover. One process uses the same manager (DCP without a
+process group). DCP reshards on load, so a checkpoint loads into any world size; see Trainer.load for what else
+carries over.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-LATEST = "latest.pt"
+from gdn.train import distributed as dist_utils
+
+LATEST = "latest"
+TRAINER_STATE = "trainer.json"
+STEP_PREFIX = "step-"
+COMPLETE = "COMPLETE"
+
+
+def step_folder_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:06d}"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -32,49 +57,142 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(payload: dict[str, Any], path: Path) -> Path:
-    """torch.save to `path` via a temporary file in the same folder, fsync'ed, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename: readers see the old or the new text."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
+        with open(tmp, "w") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
-def save_checkpoint(folder: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
-    """Write step_{step:08d}.pt, then latest.pt (each by atomic rename; latest is a copy, not a link, so the folder
-    can be moved or synced as plain files), then delete all but the `keep` newest step files."""
-    path = save_atomic(payload, folder / f"step_{step:08d}.pt")
-    save_atomic(payload, folder / LATEST)
-    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
-        old.unlink()
-    return path
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The step folder `latest` points at, or None when there is no complete checkpoint."""
+    pointer = folder / LATEST
+    if not pointer.is_file():
+        return None
+    return folder / pointer.read_text().strip()
 
 
 def resolve_checkpoint(resume: str | None, run_checkpoints: Path) -> Path | None:
-    """`resume`: None (fresh run), "auto" (this run's latest checkpoint if any), or a checkpoint file or folder."""
+    """`resume`: None (fresh run), "auto" (this run's latest checkpoint if any), or a step folder, or a
+    checkpoints/ folder (its latest)."""
     if resume is None:
         return None
     if resume == "auto":
-        latest = run_checkpoints / LATEST
-        return latest if latest.exists() else None
+        return latest_checkpoint(run_checkpoints)
     path = Path(resume).expanduser().resolve()
-    if path.is_dir():
-        path = path / LATEST
-    if not path.is_file():
+    if (path / LATEST).is_file():
+        path = latest_checkpoint(path)
+    if not (path / TRAINER_STATE).is_file():
         raise FileNotFoundError(
-            f"trainer.resume={resume!r}: no checkpoint at {path}; expected a .pt file written by gdn-train "
-            f"or a run's checkpoints/ folder holding {LATEST}"
+            f"trainer.resume={resume!r}: no checkpoint at {path}; expected a step-NNNNNN folder written by "
+            f"gdn-train or a run's checkpoints/ folder holding a '{LATEST}' pointer"
         )
     return path
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: the payload holds RNG states (numpy arrays, tuples) next to tensors; only load your own.
-    return torch.load(path, map_location="cpu", weights_only=False)
+def read_trainer_state(step_dir: Path) -> dict[str, Any]:
+    return json.loads((step_dir / TRAINER_STATE).read_text())
+
+
+class CheckpointManager:
+    """Save / load the whole training state under `folder`, keeping the `keep_latest` newest checkpoints.
+
+    async_save: DCP copies the state to CPU memory, then writes it in a background thread while training goes on;
+    the `latest` pointer of an asynchronous save is written when it is waited for (before the next save, and at
+    the end of training), so `latest` never names a folder that is still being written.
+    """
+
+    def __init__(self, folder: Path, keep_latest: int = 2, async_save: bool = False):
+        if keep_latest < 1:
+            raise ValueError(f"trainer.keep_checkpoints={keep_latest}: keep at least 1")
+        self.folder = folder
+        self.keep_latest = keep_latest
+        self.async_save = async_save
+        self._pending: tuple[Future, Path] | None = None
+        self._async_group = None
+
+    # -- save -------------------------------------------------------------------------------------------------
+    def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             trainer_state: dict[str, Any]) -> Path:
+        """Write step-{step}/; returns its path. Collective: every rank calls it."""
+        self.wait()
+        step_dir = self.folder / step_folder_name(step)
+        if latest_checkpoint(self.folder) == step_dir:
+            return step_dir  # this step is saved already (e.g. a SIGTERM right after a scheduled save)
+        if dist_utils.is_main_process():
+            if step_dir.exists():  # a leftover of a crashed save of this same step
+                shutil.rmtree(step_dir)
+            step_dir.mkdir(parents=True)
+        dist_utils.barrier()
+        torch.save(capture_rng_state(), step_dir / f"rng-rank{dist_utils.rank()}.pt")
+        if dist_utils.is_main_process():
+            (step_dir / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        no_dist = {} if dist.is_initialized() else {"no_dist": True}
+        if self.async_save:
+            future = dcp.async_save(state, checkpoint_id=str(step_dir), process_group=self._cpu_group(), **no_dist)
+            self._pending = (future, step_dir)
+        else:
+            dcp.save(state, checkpoint_id=str(step_dir), **no_dist)
+            self._publish(step_dir)
+        return step_dir
+
+    def wait(self) -> None:
+        """Finish a pending asynchronous save and point `latest` at it."""
+        if self._pending is None:
+            return
+        future, step_dir = self._pending
+        self._pending = None
+        future.result()
+        dist_utils.barrier()  # every rank's shards are on disk
+        self._publish(step_dir)
+
+    def _publish(self, step_dir: Path) -> None:
+        dist_utils.barrier()
+        if dist_utils.is_main_process():
+            (step_dir / COMPLETE).touch()
+            write_text_atomic(self.folder / LATEST, step_dir.name + "\n")
+            self._prune()
+        dist_utils.barrier()
+
+    def _prune(self) -> None:
+        """Delete all but the keep_latest newest complete step folders, and incomplete ones (left by a crashed
+        save: no save is in flight while this runs)."""
+        folders = sorted(p for p in self.folder.glob(f"{STEP_PREFIX}*") if p.is_dir())
+        complete = [p for p in folders if (p / COMPLETE).exists()]
+        stale = [p for p in folders if not (p / COMPLETE).exists()] + complete[: -self.keep_latest]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _cpu_group(self):
+        """A gloo group for the background save's collectives (NCCL calls from a side thread would race the
+        training stream); None (the default group) on the CPU or for one process."""
+        if not dist.is_initialized() or dist.get_backend() == "gloo":
+            return None
+        if self._async_group is None:
+            self._async_group = dist.new_group(backend="gloo")
+        return self._async_group
+
+    # -- load -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def load(step_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Load model and optimizer (resharded to this world size) from `step_dir`; return trainer.json, with
+        "rng" set to this rank's RNG state when the checkpoint was written at this world size (else None)."""
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        no_dist = {} if dist.is_initialized() else {"no_dist": True}
+        dcp.load(state, checkpoint_id=str(step_dir), **no_dist)
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        trainer_state = read_trainer_state(step_dir)
+        rng_file = step_dir / f"rng-rank{dist_utils.rank()}.pt"
+        same_world = trainer_state["world_size"] == dist_utils.world_size()
+        # weights_only=False: RNG states hold numpy arrays and tuples; only load checkpoints you wrote.
+        trainer_state["rng"] = torch.load(rng_file, weights_only=False) if same_world else None
+        return trainer_state

@@ -1,4 +1,11 @@
-"""Token-level loss and accuracy over valid positions (label != -100)."""
+"""Token-level loss and accuracy over valid positions (label != -100), and a memory-lean LM head + loss.
+
+`chunked_linear_cross_entropy` never holds the whole [tokens, vocab] logits: it walks the tokens in chunks, and for
+each chunk computes the logits, the summed cross-entropy and, when a gradient is needed, the gradients of the
+chunk's hidden states and of the head weight right away (softmax - one-hot is all the backward needs), then drops
+the logits. Peak extra memory is one chunk of logits instead of all of them (32K tokens x 32K vocab in fp32 = 4 GiB);
+the price is holding d(hidden) and d(weight) from the forward until the backward.
+"""
 from __future__ import annotations
 
 import torch
@@ -19,3 +26,61 @@ def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
     """Number of valid positions whose arg-max prediction equals the label."""
     valid = labels != IGNORE_INDEX
     return int((logits.argmax(-1)[valid] == labels[valid]).sum())
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """sum_i CE(hidden_i @ weight^T, label_i) over valid i, chunk by chunk; gradients computed in the forward."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int):
+        needs_grad = hidden.requires_grad or weight.requires_grad
+        total = torch.zeros((), device=hidden.device, dtype=torch.float32)
+        grad_hidden = torch.empty_like(hidden) if needs_grad else None
+        grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if needs_grad else None
+        for start in range(0, hidden.shape[0], chunk_tokens):
+            h, y = hidden[start : start + chunk_tokens], labels[start : start + chunk_tokens]
+            logits = (h @ weight.T).float()
+            valid = y != IGNORE_INDEX
+            safe_y = y.masked_fill(~valid, 0)
+            log_z = torch.logsumexp(logits, dim=-1)
+            target = logits.gather(1, safe_y[:, None]).squeeze(1)
+            total += ((log_z - target) * valid).sum()
+            if needs_grad:
+                # d CE / d logits = softmax - one_hot(label), zero on ignored rows.
+                grad_logits = torch.exp(logits - log_z[:, None])
+                grad_logits[torch.arange(len(y), device=y.device), safe_y] -= 1.0
+                grad_logits *= valid[:, None]
+                grad_logits = grad_logits.to(hidden.dtype)
+                grad_hidden[start : start + chunk_tokens] = grad_logits @ weight
+                grad_weight += (grad_logits.T @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_total.to(grad_hidden.dtype), (grad_weight * grad_total).to(ctx.weight_dtype), \
+            None, None
+
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                                 chunk_tokens: int) -> torch.Tensor:
+    """The summed cross-entropy of logits = hidden @ weight^T over valid labels (as summed_cross_entropy of
+    F.linear(hidden, weight)), computed `chunk_tokens` tokens at a time. hidden [..., D], weight [V, D],
+    labels [...]. Under autocast the matmuls run in the autocast dtype, as F.linear would."""
+    device_type = hidden.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+    with torch.autocast(device_type, enabled=False):
+        return _ChunkedLinearCrossEntropy.apply(hidden.flatten(0, -2).to(dtype), weight.to(dtype),
+                                                labels.flatten(), chunk_tokens)
+
+
+class ChunkedLossHead:
+    """A `head` for LanguageModel.forward: returns the summed cross-entropy instead of the logits."""
+
+    def __init__(self, labels: torch.Tensor, chunk_tokens: int):
+        self.labels, self.chunk_tokens = labels, chunk_tokens
+
+    def __call__(self, hidden: torch.Tensor, lm_head: torch.nn.Linear) -> torch.Tensor:
+        return chunked_linear_cross_entropy(hidden, lm_head.weight, self.labels, self.chunk_tokens)

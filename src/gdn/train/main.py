@@ -3,6 +3,7 @@
     gdn-train                                   # the default: GDN on MQAR, CPU-sized
     gdn-train model=transformer optim.optimizer.lr=1e-3
     gdn-train -m model=gdn,gdn_h1,transformer   # a multirun sweep
+    torchrun --nproc_per_node=8 -m gdn.train ...  # FSDP2 over 8 GPUs (gdn.train.launch: one run folder for all ranks)
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gdn.train import checkpoint as ckpt
+from gdn.train import distributed as dist_utils
 from gdn.train.cli import check_group_overrides
+from gdn.train.launch import prepare_launch, register_run_stamp_resolver
 from gdn.train.optim import build_optimizer
+from gdn.train.parallelize import parallelize
 from gdn.train.trainer import NonFiniteLossError, Trainer, TrainerSettings, TrainResult
 from gdn.train.tracking import MlflowTracker, NullTracker, flatten, git_state, resolve_tracking_uri
 
@@ -31,6 +35,7 @@ CONF_DIR = REPO_ROOT / "conf"
 def register_resolvers() -> None:
     # ${gdn.abspath:path}: absolute, relative to the directory the run was started from (the cwd never changes).
     OmegaConf.register_new_resolver("gdn.abspath", lambda p: str(Path(p).expanduser().resolve()), replace=True)
+    register_run_stamp_resolver()
 
 
 def seed_everything(seed: int) -> None:
@@ -39,53 +44,95 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str]):
-    if not cfg.logging.enabled:
-        return NullTracker()
+def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str], system_metrics: bool = False):
+    if not cfg.logging.enabled or not dist_utils.is_main_process():
+        return NullTracker()  # only rank 0 talks to MLflow
+    if system_metrics:
+        import mlflow  # CPU/GPU/memory/network sampled by MLflow in a thread (needs psutil; GPUs: nvidia-ml-py)
+
+        mlflow.enable_system_metrics_logging()
     uri = resolve_tracking_uri(cfg.logging.tracking_uri, cfg.paths.output_root)
     return MlflowTracker(uri, cfg.logging.experiment_name, cfg.logging.run_name, run_id=run_id, tags=tags)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         choices: dict[str, str] | None = None) -> TrainResult:
-    """Train one configuration; everything it writes goes under `run_dir` and the MLflow store."""
+    """Train one configuration; everything it writes goes under `run_dir` and the MLflow store.
+    Under torchrun or Slurm every rank calls this; the process group is joined here unless the caller did."""
     overrides, choices = list(overrides or []), dict(choices or {})
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
     device = settings.torch_device()
-    seed_everything(cfg.seed)
+    owns_group = dist_utils.init_process_group(device.type)
+    try:
+        return _train(cfg, settings, device, run_dir, overrides, choices)
+    finally:
+        if owns_group:
+            dist_utils.destroy_process_group()
+
+
+def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run_dir: Path, overrides: list[str],
+           choices: dict[str, str]) -> TrainResult:
+    dims = dist_utils.ParallelDims.from_config(settings.parallel.dp_replicate, settings.parallel.dp_shard,
+                                               dist_utils.world_size())
+    main_process = dist_utils.is_main_process()
+    seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights before sharding
     data = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, vocab_size=data.vocab_size, _convert_="all").to(device)
+    num_params = sum(p.numel() for p in model.parameters())
+    flops_per_token = count_training_flops(model, getattr(data, "seq_len", None))
+    model = parallelize(model, settings.parallel, device, dims.build_mesh(device.type))
     optimizer = build_optimizer(model, instantiate(cfg.optim.optimizer, _convert_="all"), cfg.optim.decay_embeddings)
     schedule = instantiate(cfg.sched)
 
     checkpoint_dir = run_dir / "checkpoints"
     resume_path = ckpt.resolve_checkpoint(settings.resume, checkpoint_dir)
-    resume_state = ckpt.load_checkpoint(resume_path) if resume_path else None
+    resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
     tags = {**git_state(REPO_ROOT), "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
-            "overrides": " ".join(overrides)[:5000], "run_dir": str(run_dir)}
-    tracker = build_tracker(cfg, resume_state["mlflow_run_id"] if resume_state else None, tags)
-    trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir)
-    if resume_state:
-        trainer.load_state_dict(resume_state)
-        print(f"resumed from {resume_path} at step {trainer.step}")
+            "overrides": " ".join(overrides)[:5000], "run_dir": str(run_dir), "world_size": str(dims.world_size)}
+    tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
+    trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
+    if resume_path:
+        trainer.load(resume_path)
+        if main_process:
+            print(f"resumed from {resume_path} at step {trainer.step}")
 
-    num_params = sum(p.numel() for p in model.parameters())
     tracker.log_params({**flatten(OmegaConf.to_container(cfg, resolve=True)), "num_parameters": num_params})
     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
     tracker.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
-    print(f"model: {num_params:,} parameters on {device}; run dir {run_dir}")
+    if main_process:
+        print(f"model: {num_params:,} parameters on {dims.world_size} x {device.type} "
+              f"(dp_replicate {dims.dp_replicate} x dp_shard {dims.dp_shard}); run dir {run_dir}")
 
     try:
         result = trainer.fit()
     except BaseException:
         tracker.finish("FAILED" if sys.exc_info()[0] is not KeyboardInterrupt else "KILLED")
         raise
-    tracker.finish()
-    accuracy = result.eval_metrics.get("eval/accuracy", float("nan"))
-    print(f"final eval accuracy {accuracy:.4f}, eval loss {result.eval_metrics.get('eval/loss', float('nan')):.4f}; "
-          f"MLflow run id {tracker.run_id} at {tracker.tracking_uri}")
+    tracker.finish("KILLED" if result.preempted else "FINISHED")
+    if settings.export_safetensors and main_process and result.checkpoint:
+        from gdn.train.export import export_safetensors
+
+        print(f"exported the weights to {export_safetensors(result.checkpoint, run_dir / 'model.safetensors')}")
+    if main_process:
+        accuracy = result.eval_metrics.get("eval/accuracy", float("nan"))
+        print(f"final eval accuracy {accuracy:.4f}, eval loss "
+              f"{result.eval_metrics.get('eval/loss', float('nan')):.4f}; "
+              f"MLflow run id {tracker.run_id} at {tracker.tracking_uri}")
     return result
+
+
+def count_training_flops(model: torch.nn.Module, seq_len: int | None) -> int | None:
+    """Training FLOPs per token for MFU (gdn.models.flops); None when a mixer has no count or the data module
+    has no fixed sequence length."""
+    from gdn.models.flops import UnknownMixerError, training_flops_per_token
+
+    if seq_len is None:
+        return None
+    try:
+        return training_flops_per_token(model, seq_len)
+    except UnknownMixerError:
+        return None
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -108,7 +155,8 @@ def main() -> None:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
     register_resolvers()
-    hydra_entry()
+    with prepare_launch():
+        hydra_entry()
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
-"""The single-process training loop: micro-batches -> loss / valid tokens -> clip -> step -> log / eval / checkpoint."""
+"""The training loop, one process or many (FSDP2): global micro-batches -> this rank's rows -> loss / GLOBAL valid
+tokens -> clip -> step -> log (rank 0) / eval / DCP checkpoint; SIGTERM saves and stops cleanly."""
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from gdn.train import checkpoint as ckpt
-from gdn.train.loss import count_correct, summed_cross_entropy
-from gdn.train.metrics import ThroughputMeter, peak_memory_gib
+from gdn.train import distributed as dist_utils
+from gdn.train.checkpoint import CheckpointManager, restore_rng_state
+from gdn.train.loss import ChunkedLossHead, count_correct, summed_cross_entropy
+from gdn.train.metrics import ThroughputMeter, bf16_peak_flops, memory_metrics
+from gdn.train.parallelize import ParallelSettings
+from gdn.train.sharding import shard_rows
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,31 +43,42 @@ class TrainerSettings:
     nan_policy: str = "stop"
     max_nan_skips: int = 10
     progress_bar: bool = True
+    keep_checkpoints: int = 2
+    async_checkpoint: bool = False
+    export_safetensors: bool = False
+    loss_chunk_tokens: int | None = None
+    system_metrics: bool = False
+    parallel: ParallelSettings = field(default_factory=ParallelSettings)
 
     def __post_init__(self) -> None:
         if self.nan_policy not in ("stop", "skip"):
             raise ValueError(f"trainer.nan_policy={self.nan_policy!r}: choose stop or skip")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r}: choose auto, fp32 or bf16")
+        if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 1:
+            raise ValueError(f"trainer.loss_chunk_tokens={self.loss_chunk_tokens}: a positive token count or null")
+        if not isinstance(self.parallel, ParallelSettings):  # a dict or DictConfig from the config
+            self.parallel = ParallelSettings(**self.parallel)
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return dist_utils.local_device(self.device)
 
 
 @dataclass
 class TrainResult:
     losses: list[float] = field(default_factory=list)  # train loss of every step this process ran
+    grad_norms: list[float] = field(default_factory=list)  # global gradient norm (before clipping) of each step
     eval_metrics: dict[str, float] = field(default_factory=dict)
     step: int = 0
     tokens_seen: int = 0
     checkpoint: Path | None = None
+    preempted: bool = False  # stopped by SIGTERM (checkpoint saved)
 
 
 class Trainer:
     def __init__(self, model: nn.Module, data: Any, optimizer: torch.optim.Optimizer, schedule: Any,
-                 settings: TrainerSettings, tracker: Any, checkpoint_dir: Path):
+                 settings: TrainerSettings, tracker: Any, checkpoint_dir: Path,
+                 training_flops_per_token: int | None = None):
         self.settings = settings
         self.device = settings.torch_device()
         self.model = model.to(self.device)
@@ -68,33 +86,50 @@ class Trainer:
         self.optimizer = optimizer
         self.schedule = schedule
         self.tracker = tracker
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpoints = CheckpointManager(checkpoint_dir, settings.keep_checkpoints, settings.async_checkpoint)
+        self.rank, self.world_size = dist_utils.rank(), dist_utils.world_size()
+        self.training_flops_per_token = training_flops_per_token
         self.peak_lrs = [group["lr"] for group in optimizer.param_groups]
         self.step = 0
         self.tokens_seen = 0
         self.nan_skips = 0
+        self.data_position = 0  # index of the next global micro-batch
+        self._sigterm = False
 
     # -- state ------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything but model, optimizer and RNG (the CheckpointManager writes those); the schedule is a
+        function of the step."""
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "nan_skips": self.nan_skips,
-            "data_position": self.step * self.settings.grad_accum,  # the next micro-batch index
-            "rng": ckpt.capture_rng_state(),
+            "step": self.step, "tokens_seen": self.tokens_seen, "nan_skips": self.nan_skips,
+            "data_position": self.data_position, "global_batch_size": self.data.batch_size,
+            "grad_accum": self.settings.grad_accum, "world_size": self.world_size,
             "mlflow_run_id": self.tracker.run_id,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.tokens_seen, self.nan_skips = state["step"], state["tokens_seen"], state["nan_skips"]
-        ckpt.restore_rng_state(state["rng"])
-
     def save(self) -> Path:
-        return ckpt.save_checkpoint(self.checkpoint_dir, self.step, self.state_dict())
+        return self.checkpoints.save(self.step, self.model, self.optimizer, self.trainer_state())
+
+    def load(self, step_dir: Path) -> dict[str, Any]:
+        """Restore from a checkpoint written at any world size. The data position is a global micro-batch index,
+        so it carries over to any world size; it is reset (with a warning) to step x grad_accum only when the
+        global batch (data.batch_size or grad_accum) changed. RNG states carry over at the same world size."""
+        state = self.checkpoints.load(step_dir, self.model, self.optimizer)
+        self.step, self.tokens_seen, self.nan_skips = state["step"], state["tokens_seen"], state["nan_skips"]
+        same_batches = (state["global_batch_size"], state["grad_accum"]) == (self.data.batch_size,
+                                                                            self.settings.grad_accum)
+        self.data_position = state["data_position"] if same_batches else self.step * self.settings.grad_accum
+        if not same_batches:
+            dist_utils.warn_once_on_main(
+                f"checkpoint global batch {state['global_batch_size']} rows x {state['grad_accum']} micro-batches "
+                f"differs from this run's {self.data.batch_size} x {self.settings.grad_accum}: the data position "
+                f"cannot be carried over and restarts at micro-batch {self.data_position}")
+        if state["rng"] is not None:
+            restore_rng_state(state["rng"])
+        else:
+            dist_utils.warn_once_on_main(f"checkpoint written by {state['world_size']} ranks, resumed on "
+                                         f"{self.world_size}: RNG states start fresh")
+        return state
 
     # -- steps ------------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -109,41 +144,58 @@ class Trainer:
             group["lr"] = peak * factor
         return self.peak_lrs[0] * factor
 
+    def _summed_loss(self, batch) -> torch.Tensor:
+        with self._autocast():
+            if self.settings.loss_chunk_tokens:
+                head = ChunkedLossHead(batch.labels, self.settings.loss_chunk_tokens)
+                return self.model(batch.input_ids, cu_seqlens=batch.cu_seqlens, head=head)
+            logits = self.model(batch.input_ids, cu_seqlens=batch.cu_seqlens)
+        return summed_cross_entropy(logits, batch.labels)
+
     def train_step(self) -> tuple[float, float]:
-        """One optimizer step over grad_accum micro-batches; returns (loss, grad norm).
-        The loss is sum over valid tokens / valid tokens of the whole step, so micro-batches weigh per token."""
-        first = self.step * self.settings.grad_accum
-        batches = [self.data.train_batch(first + i).to(self.device) for i in range(self.settings.grad_accum)]
-        valid_tokens = sum(b.num_valid_tokens for b in batches)
+        """One optimizer step over grad_accum global micro-batches; returns (loss, grad norm), both global.
+        The loss is the sum over this rank's valid tokens / the valid tokens of the whole step on all ranks, so
+        summing gradients over ranks (FSDP's division is off) gives the gradient of the global mean."""
+        self._data_wait = time.perf_counter()
+        global_batches = [self.data.train_batch(self.data_position + i) for i in range(self.settings.grad_accum)]
+        batches = [shard_rows(b, self.rank, self.world_size).to(self.device, non_blocking=True)
+                   for b in global_batches]
+        valid = torch.tensor(float(sum(b.num_valid_tokens for b in batches)), device=self.device)
+        valid_tokens = max(dist_utils.all_reduce_sum(valid).item(), 1.0)
+        self._data_wait = time.perf_counter() - self._data_wait
         loss_total = torch.zeros((), device=self.device)
         for batch in batches:
-            with self._autocast():
-                logits = self.model(batch.input_ids, cu_seqlens=batch.cu_seqlens)
-            loss = summed_cross_entropy(logits, batch.labels) / max(valid_tokens, 1)
+            loss = self._summed_loss(batch) / valid_tokens
             loss.backward()
             loss_total += loss.detach()
-            self.tokens_seen += batch.input_ids.numel()
         clip = self.settings.grad_clip if self.settings.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        loss_value, norm_value = loss_total.item(), grad_norm.item()
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
+        loss_value, norm_value = dist_utils.all_reduce_sum(loss_total).item(), grad_norm.item()
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             self.optimizer.step()
         else:
-            self._on_non_finite(loss_value, norm_value)
+            self._on_non_finite(loss_value, norm_value)  # raises unless the step is skipped
         self.optimizer.zero_grad(set_to_none=True)
+        self.data_position += self.settings.grad_accum
+        self.tokens_seen += sum(b.input_ids.numel() for b in global_batches)
         return loss_value, norm_value
 
     def _on_non_finite(self, loss: float, grad_norm: float) -> None:
-        """No update is applied. skip: count it and go on; stop (or too many skips): checkpoint and raise."""
+        """No update is applied. skip: count it and go on; stop (or too many skips): checkpoint and raise.
+        Loss and grad norm are global, so every rank takes the same branch."""
         what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {self.step + 1} " \
                f"(loss {loss}, grad norm {grad_norm})"
         self.nan_skips += 1
         if self.settings.nan_policy == "skip" and self.nan_skips <= self.settings.max_nan_skips:
-            tqdm.write(f"warning: {what}: step skipped ({self.nan_skips}/{self.settings.max_nan_skips})",
-                       file=sys.stderr)
+            if self.rank == 0:
+                tqdm.write(f"warning: {what}: step skipped ({self.nan_skips}/{self.settings.max_nan_skips})",
+                           file=sys.stderr)
             return
         self.optimizer.zero_grad(set_to_none=True)
-        path = self.save()
+        path = self.save()  # the state before the bad step
+        self.checkpoints.wait()
         reason = "too many skipped steps; " if self.settings.nan_policy == "skip" else ""
         raise NonFiniteLossError(
             f"{what}: {reason}stopped; last good state saved to {path}. Lower optim.optimizer.lr or "
@@ -152,7 +204,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and arg-max accuracy over the valid positions of the fixed eval set (MQAR: query accuracy)."""
+        """Loss and arg-max accuracy over the valid positions of the fixed eval set (MQAR: query accuracy).
+        Every rank evaluates the whole set (FSDP needs every rank in every forward); the figures agree."""
         self.model.eval()
         loss_sum, correct, valid = 0.0, 0, 0
         for batch in self.data.eval_batches():
@@ -166,42 +219,69 @@ class Trainer:
         return {"eval/loss": loss_sum / max(valid, 1), "eval/accuracy": correct / max(valid, 1)}
 
     # -- loop -------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _sigterm_requests_stop(self):
+        """SIGTERM (Slurm pre-emption, `kill`) only sets a flag; the loop saves and stops after the current step.
+        Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its default."""
+        def request_stop(signum, frame):
+            self._sigterm = True
+
+        try:
+            previous = signal.signal(signal.SIGTERM, request_stop)
+        except ValueError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
     def fit(self) -> TrainResult:
         s = self.settings
         result = TrainResult()
         last_step = min(s.max_steps, s.stop_after_steps or s.max_steps)
-        meter = ThroughputMeter()
+        meter = ThroughputMeter(self.world_size, self.training_flops_per_token, bf16_peak_flops(self.device))
         interval_losses: list[float] = []
-        bar = tqdm(total=last_step, initial=self.step, disable=not s.progress_bar, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=last_step, initial=self.step, disable=not s.progress_bar or self.rank != 0, desc="train",
+                   dynamic_ncols=True)
         self.model.train()
-        while self.step < last_step:
-            tokens_before = self.tokens_seen
-            lr = self._set_learning_rate()
-            loss, grad_norm = self.train_step()
-            self.step += 1
-            meter.add(self.tokens_seen - tokens_before)
-            result.losses.append(loss)
-            interval_losses.append(loss)
-            bar.update(1)
-            if self.step % s.log_every == 0 or self.step == last_step:
-                tokens_per_s = meter.read()
-                mean_loss = sum(interval_losses) / len(interval_losses)
-                interval_losses.clear()
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-                self.tracker.log_metrics({
-                    "train/loss": mean_loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                    "train/tokens_per_s": tokens_per_s, "train/tokens_seen": self.tokens_seen,
-                    "system/peak_memory_gib": peak_memory_gib(self.device),
-                }, step=self.step)
-            if self.step % s.eval_every == 0 or self.step == last_step:
-                result.eval_metrics = self.evaluate()
-                self.tracker.log_metrics({**result.eval_metrics, "train/tokens_seen": self.tokens_seen},
-                                         step=self.step)
-                bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items()))
-                meter.restart()
-            if self.step % s.checkpoint_every == 0 or self.step == last_step:
-                result.checkpoint = self.save()
-                meter.restart()
+        with self._sigterm_requests_stop():
+            while self.step < last_step:
+                tokens_before = self.tokens_seen
+                lr = self._set_learning_rate()
+                loss, grad_norm = self.train_step()
+                self.step += 1
+                meter.add(self.tokens_seen - tokens_before, self._data_wait)
+                result.losses.append(loss)
+                result.grad_norms.append(grad_norm)
+                interval_losses.append(loss)
+                bar.update(1)
+                if self.step % s.log_every == 0 or self.step == last_step:
+                    reading = meter.read()
+                    mean_loss = sum(interval_losses) / len(interval_losses)
+                    interval_losses.clear()
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{reading.tokens_per_s:,.0f}")
+                    self.tracker.log_metrics({
+                        "train/loss": mean_loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                        "train/tokens_seen": self.tokens_seen, **reading.as_metrics(), **memory_metrics(self.device),
+                    }, step=self.step)
+                if self.step % s.eval_every == 0 or self.step == last_step:
+                    result.eval_metrics = self.evaluate()
+                    self.tracker.log_metrics({**result.eval_metrics, "train/tokens_seen": self.tokens_seen},
+                                             step=self.step)
+                    if self.rank == 0:
+                        bar.write(f"step {self.step}: "
+                                  + ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items()))
+                    meter.restart()
+                if self.step % s.checkpoint_every == 0 or self.step == last_step:
+                    result.checkpoint = self.save()
+                    meter.restart()
+                if dist_utils.any_rank(self._sigterm, self.device):
+                    result.checkpoint, result.preempted = self.save(), True
+                    if self.rank == 0:
+                        bar.write(f"SIGTERM: saved step {self.step} to {result.checkpoint}; stopping")
+                    break
+        self.checkpoints.wait()
         bar.close()
         result.step, result.tokens_seen = self.step, self.tokens_seen
         return result

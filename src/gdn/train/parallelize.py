@@ -1,0 +1,95 @@
+"""Apply, in torchtitan's order, activation checkpointing, torch.compile and FSDP2 to a LanguageModel.
+
+    for each block: checkpoint_wrapper (none | full | selective: every k-th block) -> block.compile() -> fully_shard
+    then fully_shard(model): the root group holds what is left, the embedding, final norm and LM head together.
+
+Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
+GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing
+and compilation, and no sharding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+AC_MODES = ("none", "full", "selective")
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class ParallelSettings:
+    """trainer.parallel in the config (conf/trainer/default.yaml documents every key)."""
+
+    dp_replicate: int = 1
+    dp_shard: int = -1
+    param_dtype: str = "auto"          # FSDP all-gather dtype: auto = bf16 on CUDA, fp32 on CPU
+    reduce_dtype: str = "fp32"         # gradient reduce-scatter dtype
+    reshard_after_forward: bool = True
+    activation_checkpointing: str = "none"
+    ac_every: int = 2                  # selective: checkpoint blocks 0, k, 2k, ...
+    compile: str | bool = "auto"       # per-block torch.compile: auto = on for CUDA, off for CPU
+
+    def __post_init__(self) -> None:
+        if self.activation_checkpointing not in AC_MODES:
+            raise ValueError(f"trainer.parallel.activation_checkpointing={self.activation_checkpointing!r}: "
+                             f"choose one of {', '.join(AC_MODES)}")
+        if self.ac_every < 1:
+            raise ValueError(f"trainer.parallel.ac_every={self.ac_every}: must be >= 1")
+        for key in ("param_dtype", "reduce_dtype"):
+            if getattr(self, key) not in (*DTYPES, "auto"):
+                raise ValueError(f"trainer.parallel.{key}={getattr(self, key)!r}: choose auto, bf16 or fp32")
+        if self.compile not in ("auto", True, False):
+            raise ValueError(f"trainer.parallel.compile={self.compile!r}: choose auto, true or false")
+
+    def compile_enabled(self, device: torch.device) -> bool:
+        return device.type == "cuda" if self.compile == "auto" else bool(self.compile)
+
+    def mixed_precision(self, device: torch.device) -> MixedPrecisionPolicy:
+        param = self.param_dtype if self.param_dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        reduce = self.reduce_dtype if self.reduce_dtype != "auto" else "fp32"
+        return MixedPrecisionPolicy(param_dtype=DTYPES[param], reduce_dtype=DTYPES[reduce])
+
+
+def checkpointed(index: int, settings: ParallelSettings) -> bool:
+    mode = settings.activation_checkpointing
+    return mode == "full" or (mode == "selective" and index % settings.ac_every == 0)
+
+
+def disable_gradient_division(module: nn.Module) -> None:
+    """FSDP would divide reduced gradients by the number of data-parallel ranks; the loss already is global.
+    A factor of 1 with plain SUM collectives: gloo has no PREMUL_SUM, which FSDP would otherwise use for it."""
+    # torch >= 2.8 calls it set_gradient_divide_factor; older releases set_reduce_scatter_divide_factor.
+    setter = getattr(module, "set_gradient_divide_factor", None) or module.set_reduce_scatter_divide_factor
+    setter(1.0)
+    if hasattr(module, "set_force_sum_reduction_for_comms"):
+        module.set_force_sum_reduction_for_comms(True)
+
+
+def parallelize(model: nn.Module, settings: ParallelSettings, device: torch.device,
+                mesh: DeviceMesh | None = None) -> nn.Module:
+    """Wrap `model` (a LanguageModel on `device`) in place and return it; mesh None = one process, no sharding."""
+    compile_blocks = settings.compile_enabled(device)
+    for index, block in enumerate(model.blocks):
+        if checkpointed(index, settings):
+            # preserve_rng_state=False: no block uses randomness (no dropout), so skip saving the RNG per block.
+            block = checkpoint_wrapper(block, preserve_rng_state=False)
+        if compile_blocks:
+            block.compile()  # in place: parameter names stay those of the eager model (checkpoints match)
+        model.blocks[index] = block
+    if mesh is None:
+        return model
+    policy = settings.mixed_precision(device)
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=settings.reshard_after_forward)
+    # The root is used last in the forward and first in the backward: resharding it after forward only adds an
+    # all-gather, so it keeps its parameters (torchtitan does the same).
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    for module in model.modules():
+        if hasattr(module, "set_gradient_divide_factor") or hasattr(module, "set_reduce_scatter_divide_factor"):
+            disable_gradient_division(module)
+    return model
