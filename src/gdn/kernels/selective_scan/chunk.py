@@ -3,10 +3,10 @@
     h_t[d, n] = a_t[d, n] h_{t-1}[d, n] + u_t[d, n],   a_t = exp(dt_t[d] A[d, n]),  u_t = dt_t[d] B_t[n] x_t[d]
     y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] x_t[d]
 
-One program per (channel block of BD channels, sequence) walks the sequence tile by tile (TILE = 32 tokens) with the
+One program per (channel block of BD channels, sequence) walks the sequence tile by tile (TILE = 16 tokens) with the
 state [BD, N] in fp32 registers. Within a tile every h_t comes from one associative scan over time of the pairs
 (a_t, u_t) (composing h -> a h + u), then h_t = (a_1 ... a_t) h_in + scanned u_t. The forward stores the state
-entering every tile: one checkpoint per 32 tokens, never every h_t.
+entering every tile: one checkpoint per 16 tokens, never every h_t.
 
 Backward, tiles in reverse. With g_t = dL/dh_t (the total adjoint of h_t), by the chain rule
     g_t = C_t dy_t + a_{t+1} g_{t+1}                       a reverse scan over the tile, entering with g of the
@@ -51,7 +51,7 @@ def _tile_states(h_in, A, x, dt, B):
     return decay_product * h_in[None, :, :] + local, decay, update
 
 
-@autotune([triton.Config({}, num_warps=w) for w in (4, 8, 2)], key=["BN"])
+@autotune([triton.Config({}, num_warps=w) for w in (4, 8, 16)], key=["BN"])
 @triton.jit
 def scan_forward_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, h0_ptr, y_ptr, final_ptr, checkpoint_ptr,
@@ -92,7 +92,7 @@ def scan_forward_kernel(
         tl.store(final_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, h, mask=state_mask_2d)
 
 
-@autotune([triton.Config({}, num_warps=w) for w in (8, 4)], key=["BN"])
+@autotune([triton.Config({}, num_warps=w) for w in (8, 16, 4)], key=["BN"])
 @triton.jit
 def scan_backward_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr, checkpoint_ptr, dfinal_ptr,
@@ -134,28 +134,31 @@ def scan_backward_kernel(
         dt_next = _load_rows(dt_ptr, rows + 1, next_mask, channels, channel_mask, D_CH)
         B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
         C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
-        hs, decay, update = _tile_states(h_in, A, x, dt, B)
+        # dB and dC are this channel block's shares of sums over channels: [BT, BN] partials
+        part_offsets = (i_d.to(tl.int64) * num_tokens + rows)[:, None] * N + states[None, :]
+        part_mask = row_mask[:, None] & state_mask[None, :]
+        hs, _, update = _tile_states(h_in, A, x, dt, B)
+        tl.store(dC_part_ptr + part_offsets, tl.sum(hs * dy[:, :, None], 1), mask=part_mask)
+        carried = hs - update  # a_t h_{t-1}; hs and update are not needed past this point (fewer live registers)
         # g_t = C_t dy_t + a_{t+1} g_{t+1}: a reverse scan, entering at the tile's last row with dh
         decay_next = tl.exp(dt_next[:, :, None] * A[None, :, :])
         readout = dy[:, :, None] * C[:, None, :]
         carry, local = tl.associative_scan((decay_next, readout), 0, _compose, reverse=True)
         g = carry * dh[None, :, :] + local
         g_dot_B = tl.sum(g * B[:, None, :], 2)  # [BT, BD]
-        from_decay = g * (hs - update)  # g_t a_t h_{t-1}
+        from_decay = g * carried  # g_t a_t h_{t-1}
         dx = dt * g_dot_B + skip[None, :] * dy
         ddt = x * g_dot_B + tl.sum(from_decay * A[None, :, :], 2)
         token_offsets = rows.to(tl.int64)[:, None] * D_CH + channels[None, :]
         tl.store(dx_ptr + token_offsets, dx.to(dx_ptr.dtype.element_ty), mask=token_mask)
         tl.store(ddt_ptr + token_offsets, ddt.to(ddt_ptr.dtype.element_ty), mask=token_mask)
-        dB = tl.sum(g * (dt * x)[:, :, None], 1)  # [BT, BN], this channel block's share
-        dC = tl.sum(hs * dy[:, :, None], 1)
-        part_offsets = (i_d.to(tl.int64) * num_tokens + rows)[:, None] * N + states[None, :]
-        part_mask = row_mask[:, None] & state_mask[None, :]
-        tl.store(dB_part_ptr + part_offsets, dB, mask=part_mask)
-        tl.store(dC_part_ptr + part_offsets, dC, mask=part_mask)
+        tl.store(dB_part_ptr + part_offsets, tl.sum(g * (dt * x)[:, :, None], 1), mask=part_mask)
         dA += tl.sum(from_decay * dt[:, :, None], 0)
         dD += tl.sum(dy * x, 0)
-        dh = tl.sum(tl.where(steps[:, None, None] == 0, decay * g, 0.0), 0)  # dL/dh_in = a_first g_first
+        # dL/dh_in = a_first g_first, from the tile's first row
+        dt_first = tl.sum(tl.where(steps[:, None] == 0, dt, 0.0), 0)
+        g_first = tl.sum(tl.where(steps[:, None, None] == 0, g, 0.0), 0)
+        dh = tl.exp(dt_first[:, None] * A) * g_first
     if STORE_DH0:
         tl.store(dh0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dh, mask=state_mask_2d)
     tl.store(dA_part_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dA, mask=state_mask_2d)
