@@ -76,13 +76,17 @@ class TextData:
         row_ids = order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
         return packing.batch_from_rows(packing.rows(self._stream, self.seq_len, row_ids), self.end_of_document)
 
-    def eval_batches(self) -> list[Batch]:
-        """The held-out last rows of the corpus, in order, in batches of batch_size (the last may be smaller)."""
-        ids = list(self.eval_row_ids)
+    def eval_batches(self, seq_len: int | None = None) -> list[Batch]:
+        """The held-out last rows of the corpus, in order, in batches of batch_size (the last may be smaller).
+        With seq_len (e.g. twice the training length, for length extrapolation) the same held-out tokens are cut
+        into rows of that length instead; a tail shorter than one row is left out."""
+        if seq_len is None:
+            stream, length, ids = self._stream, self.seq_len, list(self.eval_row_ids)
+        else:
+            stream, length = self._stream[self.eval_row_ids.start * self.seq_len :], seq_len
+            ids = list(range(packing.num_rows(stream, seq_len)))
         return [
-            packing.batch_from_rows(
-                packing.rows(self._stream, self.seq_len, ids[i : i + self.batch_size]), self.end_of_document
-            )
+            packing.batch_from_rows(packing.rows(stream, length, ids[i : i + self.batch_size]), self.end_of_document)
             for i in range(0, len(ids), self.batch_size)
         ]
 

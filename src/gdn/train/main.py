@@ -19,6 +19,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gdn.eval.at_end import evaluate_at_end
+from gdn.eval.loading import write_run_files
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
 from gdn.train.cli import check_group_overrides
@@ -101,11 +103,14 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config/resolved.yaml")
     tracker.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
     if main_process:
+        write_run_files(run_dir, cfg, data)  # the resolved config and tokenizer that gdn-eval / gdn-generate read
         print(f"model: {num_params:,} parameters on {dims.world_size} x {device.type} "
               f"(dp_replicate {dims.dp_replicate} x dp_shard {dims.dp_shard}); run dir {run_dir}")
 
     try:
         result = trainer.fit()
+        if cfg.eval.at_end and not result.preempted:
+            evaluate_at_end(trainer.model, cfg, data, tracker, result.step)
     except BaseException:
         tracker.finish("FAILED" if sys.exc_info()[0] is not KeyboardInterrupt else "KILLED")
         raise
