@@ -147,9 +147,14 @@ def test_unknown_backend_is_refused():
         Mamba1(D_MODEL, backend="cuda")
 
 
+GPU_BOUNDS = {torch.float32: (1e-4, 1e-3), torch.bfloat16: (1e-2, 3e-2)}  # (output, parameter gradients)
+
+
 @pytest.mark.gpu
-def test_gpu_auto_backend_matches_torch_backend_in_bf16():
-    """On CUDA the default backend runs our kernels; same weights as the PyTorch path, bf16 autocast, packed."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_auto_backend_matches_torch_backend(dtype):
+    """On CUDA the default backend runs our kernels; same weights as the PyTorch path, packed documents, fp32 or
+    bf16 autocast (where the two paths round to bf16 at different points)."""
     torch.manual_seed(0)
     layers = [Mamba1(1024, backend=b).cuda() for b in ("torch", "auto")]
     layers[1].load_state_dict(layers[0].state_dict())
@@ -157,13 +162,15 @@ def test_gpu_auto_backend_matches_torch_backend_in_bf16():
     cu_seqlens = torch.tensor([0, 1000, 2900, 3000], dtype=torch.int32, device="cuda")
     outputs = []
     for layer in layers:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             y, _ = layer(x, cu_seqlens=cu_seqlens)
         y.float().pow(2).sum().backward()
         outputs.append(y)
     errors = {"y": relative_error(outputs[1], outputs[0])}
     errors.update({name: relative_error(p_auto.grad, p_torch.grad)
                    for (name, p_torch), p_auto in zip(layers[0].named_parameters(), layers[1].parameters())})
-    print("\n[gpu errors] Mamba1 layer auto vs torch, bf16: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
-    assert errors["y"] < 5e-3
-    assert all(error < 2e-2 for error in errors.values()), errors
+    listed = ", ".join(f"{name} {error:.2e}" for name, error in errors.items())
+    print(f"\n[gpu errors] Mamba1 layer auto vs torch, {dtype}: {listed}")
+    output_bound, gradient_bound = GPU_BOUNDS[dtype]
+    assert errors.pop("y") < output_bound
+    assert all(error < gradient_bound for error in errors.values()), errors
