@@ -1,0 +1,60 @@
+"""Launch paths as users run them: `gdn-train` under torchrun (one run folder for all ranks), and SIGTERM
+(Slurm pre-emption) saving a checkpoint that a resumed run continues from."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gdn.train import checkpoint as ckpt
+from gdn.train.main import run
+from gdn.train.spawn import free_port
+from tests.train.conftest import TINY, TINY_DATA
+
+TINY_CLI = [*TINY, "logging=none", *(f"data.{key}={value}" for key, value in TINY_DATA.items()
+                                     if key not in ("eval_sequences",))]
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "GDN_OUTPUT_ROOT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "gdn.train",
+         *TINY_CLI, "trainer.max_steps=4", "trainer.checkpoint_every=4", "trainer.eval_every=4"],
+        env=environment(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_dirs = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
+    assert len(run_dirs) == 1, run_dirs
+    assert "on 2 x cpu" in proc.stdout and proc.stdout.count("final eval accuracy") == 1  # rank 0 prints
+    latest = ckpt.latest_checkpoint(run_dirs[0] / "checkpoints")
+    assert ckpt.read_trainer_state(latest)["world_size"] == 2
+    assert sorted(p.name for p in latest.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
+    assert (run_dirs[0] / ".hydra" / "config.yaml").is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues(compose_config, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gdn.train", *TINY_CLI, "trainer.max_steps=100000", "trainer.checkpoint_every=10",
+         "trainer.eval_every=100000", f"hydra.run.dir={run_dir}"],
+        env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while ckpt.latest_checkpoint(run_dir / "checkpoints") is None:  # training is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "SIGTERM: saved step" in stdout
+    saved = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    step = ckpt.read_trainer_state(saved)["step"]
+    assert step >= 10 and saved.name == ckpt.step_folder_name(step)
+
+    resumed = run(compose_config("trainer.max_steps=100000", "trainer.resume=auto",
+                                 f"trainer.stop_after_steps={step + 2}", "trainer.eval_every=100000"), run_dir)
+    assert resumed.step == step + 2 and len(resumed.losses) == 2
