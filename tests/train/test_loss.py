@@ -1,0 +1,56 @@
+"""The chunked LM head + cross-entropy equals F.linear + summed cross-entropy: value and gradients."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gdn.models import LanguageModel
+from gdn.train.loss import IGNORE_INDEX, ChunkedLossHead, chunked_linear_cross_entropy, summed_cross_entropy
+
+
+def inputs(tokens=37, d=16, vocab=50, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, tokens, d, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(vocab, d, generator=g, dtype=dtype, requires_grad=True)
+    labels = torch.randint(vocab, (2, tokens), generator=g)
+    labels[0, :5] = IGNORE_INDEX
+    labels[1, -3:] = IGNORE_INDEX
+    return hidden, weight, labels
+
+
+@pytest.mark.parametrize("chunk", [1, 8, 37, 1000])
+def test_chunked_loss_and_gradients_equal_the_plain_loss(chunk):
+    hidden, weight, labels = inputs()
+    plain = summed_cross_entropy(F.linear(hidden, weight), labels)
+    (plain * 0.5).backward()
+    expected = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+
+    chunked = chunked_linear_cross_entropy(hidden, weight, labels, chunk)
+    (chunked * 0.5).backward()
+    assert torch.allclose(chunked, plain, rtol=1e-6)
+    assert torch.allclose(hidden.grad, expected[0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(weight.grad, expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_all_ignored_labels_give_zero_loss_and_gradient():
+    hidden, weight, labels = inputs()
+    loss = chunked_linear_cross_entropy(hidden, weight, torch.full_like(labels, IGNORE_INDEX), 8)
+    loss.backward()
+    assert loss.item() == 0 and not hidden.grad.any() and not weight.grad.any()
+
+
+def test_model_with_the_chunked_head_matches_the_logits_path():
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=40, d_model=16, n_layers=1, layers=["gdn"],
+                          mixers={"gdn": {"num_heads": 1, "head_dim": 16, "chunk_size": 8}})
+    ids = torch.randint(40, (2, 12))
+    labels = torch.roll(ids, -1, dims=1)
+    plain = summed_cross_entropy(model(ids), labels)
+    plain.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    chunked = model(ids, head=ChunkedLossHead(labels, chunk_tokens=5))
+    chunked.backward()
+    assert abs(chunked.item() - plain.item()) <= 1e-6 * plain.item()
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
