@@ -43,6 +43,41 @@ def _load_rows(ptr, rows, row_mask, cols, col_mask, WIDTH: tl.constexpr):
 
 
 @triton.jit
+def _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_mask, states, state_mask,
+                    D_CH: tl.constexpr, N: tl.constexpr):
+    """x, dt [BT, BD] and B, C [BT, BN] of the tile at `rows` (zero past the sequence's end)."""
+    row_mask = rows < end
+    x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
+    C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
+    return x, dt, B, C
+
+
+@triton.jit
+def _backward_inputs(checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, i_t, start, end, steps,
+                     channels, channel_mask, states, state_mask, state_offsets, state_mask_2d,
+                     D_CH: tl.constexpr, N: tl.constexpr, BT: tl.constexpr):
+    """What the backward reads for tile i_t of a sequence: its checkpoint h_in, x, dt, dy, the next token's dt
+    (0, so a_{t+1} = 1, at the tile's last row, whose link to the next tile is the carried dh, and past the
+    sequence's end), B and C. All zero for i_t = -1, the tile before the first."""
+    # masks compared block by block: Triton 3.9's interpreter turns (block & scalar) masks into int32
+    exists = (tl.zeros_like(state_offsets) + i_t) >= 0
+    slot = (first_tile + i_t).to(tl.int64) * D_CH * N
+    h_in = tl.load(checkpoint_ptr + slot + state_offsets, mask=state_mask_2d & exists, other=0.0)
+    rows = start + i_t * BT + steps
+    row_mask = (rows >= start) & (rows < end)
+    x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    dy = _load_rows(dy_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    next_mask = row_mask & (steps < BT - 1) & (rows + 1 < end)
+    dt_next = _load_rows(dt_ptr, rows + 1, next_mask, channels, channel_mask, D_CH)
+    B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
+    C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
+    return h_in, x, dt, dy, dt_next, B, C
+
+
+@triton.jit
 def _tile_states(h_in, A, x, dt, B):
     """Every state of a tile, h_t [BT, BD, BN], from the state entering it; also a_t and u_t [BT, BD, BN]."""
     decay = tl.exp(dt[:, :, None] * A[None, :, :])
@@ -73,21 +108,25 @@ def scan_forward_kernel(
     if HAS_H0:
         h += tl.load(h0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)
     first_tile = tl.load(tile_offsets_ptr + i_s)
+    # Pipelined by hand: the next tile's inputs are requested before this tile's arithmetic, so that their memory
+    # latency overlaps it (Triton's own loop pipelining is for loads that feed tl.dot).
+    rows = start + steps
+    x, dt, B, C = _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_mask, states,
+                                  state_mask, D_CH, N)
     for i_t in range(tl.cdiv(end - start, BT)):
+        rows_ahead = rows + BT
+        x_ahead, dt_ahead, B_ahead, C_ahead = _forward_inputs(
+            x_ptr, dt_ptr, B_ptr, C_ptr, rows_ahead, end, channels, channel_mask, states, state_mask, D_CH, N)
         if STORE_CHECKPOINTS:
             slot = (first_tile + i_t).to(tl.int64) * D_CH * N
             tl.store(checkpoint_ptr + slot + state_offsets, h, mask=state_mask_2d)
-        rows = start + i_t * BT + steps
-        row_mask = rows < end
-        x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
-        dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
-        B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
-        C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
         hs, _, _ = _tile_states(h, A, x, dt, B)  # rows past the end have dt = x = 0: a = 1, u = 0
         y = tl.sum(hs * C[:, None, :], 2) + skip[None, :] * x
         y_offsets = rows.to(tl.int64)[:, None] * D_CH + channels[None, :]
-        tl.store(y_ptr + y_offsets, y.to(y_ptr.dtype.element_ty), mask=row_mask[:, None] & channel_mask[None, :])
+        y_mask = (rows < end)[:, None] & channel_mask[None, :]
+        tl.store(y_ptr + y_offsets, y.to(y_ptr.dtype.element_ty), mask=y_mask)
         h = tl.sum(tl.where(steps[:, None, None] == BT - 1, hs, 0.0), 0)  # the state after the tile
+        x, dt, B, C, rows = x_ahead, dt_ahead, B_ahead, C_ahead, rows_ahead
     if STORE_FINAL:
         tl.store(final_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, h, mask=state_mask_2d)
 
@@ -118,22 +157,19 @@ def scan_backward_kernel(
     dD = tl.zeros((BD,), dtype=tl.float32)
     first_tile = tl.load(tile_offsets_ptr + i_s)
     num_tiles = tl.cdiv(end - start, BT)
+    # pipelined by hand as in the forward: the inputs of the tile processed next (the one before) are requested
+    # before this tile's arithmetic
+    h_in, x, dt, dy, dt_next, B, C = _backward_inputs(
+        checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, num_tiles - 1, start, end, steps,
+        channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, D_CH, N, BT)
     for j in range(num_tiles):
         i_t = num_tiles - 1 - j
-        slot = (first_tile + i_t).to(tl.int64) * D_CH * N
-        h_in = tl.load(checkpoint_ptr + slot + state_offsets, mask=state_mask_2d, other=0.0)
+        h_in_ahead, x_ahead, dt_ahead, dy_ahead, dt_next_ahead, B_ahead, C_ahead = _backward_inputs(
+            checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, i_t - 1, start, end, steps,
+            channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, D_CH, N, BT)
         rows = start + i_t * BT + steps
         row_mask = rows < end
         token_mask = row_mask[:, None] & channel_mask[None, :]
-        x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
-        dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
-        dy = _load_rows(dy_ptr, rows, row_mask, channels, channel_mask, D_CH)
-        # dt of the next token inside this tile and sequence; 0 (so a_{t+1} = 1) at the tile's last row, whose
-        # link to the next tile is the carried dh, and past the sequence's end
-        next_mask = (steps < BT - 1) & (rows + 1 < end)
-        dt_next = _load_rows(dt_ptr, rows + 1, next_mask, channels, channel_mask, D_CH)
-        B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
-        C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
         # dB and dC are this channel block's shares of sums over channels: [BT, BN] partials
         part_offsets = (i_d.to(tl.int64) * num_tokens + rows)[:, None] * N + states[None, :]
         part_mask = row_mask[:, None] & state_mask[None, :]
@@ -159,6 +195,7 @@ def scan_backward_kernel(
         dt_first = tl.sum(tl.where(steps[:, None] == 0, dt, 0.0), 0)
         g_first = tl.sum(tl.where(steps[:, None, None] == 0, g, 0.0), 0)
         dh = tl.exp(dt_first[:, None] * A) * g_first
+        h_in, x, dt, dy, dt_next, B, C = h_in_ahead, x_ahead, dt_ahead, dy_ahead, dt_next_ahead, B_ahead, C_ahead
     if STORE_DH0:
         tl.store(dh0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dh, mask=state_mask_2d)
     tl.store(dA_part_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dA, mask=state_mask_2d)
