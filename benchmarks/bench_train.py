@@ -1,0 +1,169 @@
+"""Training throughput of the real trainer step (gdn.train.trainer.Trainer.train_step) on GPUs, without Hydra.
+
+Needs only torch, triton, numpy, tqdm and this checkout (no hydra / omegaconf / mlflow). Modes:
+
+  single    one GPU, no sharding: tokens/s, MFU, peak memory for one configuration
+            python benchmarks/bench_train.py single --ac none --compile off
+  fsdp      under torchrun, FSDP2 over N GPUs, each GPU its own --batch rows (global batch = N x batch):
+            torchrun --nproc_per_node=4 benchmarks/bench_train.py fsdp --ac none --compile off
+  equality  the NCCL version of tests/train/test_distributed.py: a tiny GDN in fp32, 10 steps; run once in one
+            process (--save), then under torchrun with 2 GPUs (--reference), which prints the largest relative
+            difference of the losses and gradient norms:
+            python benchmarks/bench_train.py equality --save /tmp/eq.json &&
+            torchrun --nproc_per_node=2 benchmarks/bench_train.py equality --reference /tmp/eq.json
+
+Model: GDN at scale=1.3b (conf/scale/1.3b/gdn.yaml on conf/model/gdn.yaml; tests/train/test_bench_train.py checks
+the copy below against the Hydra composition), vocab 32000, untied; data: uniform random tokens (no data cost).
+Prints one JSON line per result. MFU counts model FLOPs only (gdn.models.flops, training = 3 x forward): activation
+checkpointing's recomputation is not in it.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gdn.data import Batch  # noqa: E402
+from gdn.models import LanguageModel  # noqa: E402
+from gdn.models.flops import training_flops_per_token  # noqa: E402
+from gdn.train import distributed as dist_utils  # noqa: E402
+from gdn.train.metrics import bf16_peak_flops  # noqa: E402
+from gdn.train.optim import build_optimizer  # noqa: E402
+from gdn.train.parallelize import ParallelSettings, parallelize  # noqa: E402
+from gdn.train.schedule import WarmupConstant  # noqa: E402
+from gdn.train.tracking import NullTracker  # noqa: E402
+from gdn.train.trainer import Trainer, TrainerSettings  # noqa: E402
+
+GDN_MIXER = {"num_heads": 2, "head_dim": 32, "expand_v": 1, "conv_size": 4, "use_short_conv": True, "use_gate": True,
+             "use_delta": True, "use_output_gate": True, "use_output_norm": True, "qk_norm": "l2", "backend": "auto",
+             "chunk_size": 32}  # conf/model/gdn.yaml
+GDN_1_3B = {"d_model": 2048, "n_layers": 21, "layers": ["gdn"], "mlp": True, "mlp_hidden": 5632,
+            "tie_embeddings": False, "norm_eps": 1e-5, "init_std": 0.02,
+            "mixers": {"gdn": {**GDN_MIXER, "num_heads": 6, "head_dim": 256, "expand_v": 2}}}  # conf/scale/1.3b/gdn.yaml
+GDN_TINY = {"d_model": 128, "n_layers": 2, "layers": ["gdn"], "mixers": {"gdn": {**GDN_MIXER, "head_dim": 64}}}
+
+
+class RandomTokens:
+    """Uniform random tokens, random access by batch index (like the real data modules), no eval set."""
+
+    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, seed: int = 0):
+        self.vocab_size, self.seq_len, self.batch_size, self.seed = vocab_size, seq_len, batch_size, seed
+
+    def train_batch(self, index: int) -> Batch:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        tokens = torch.randint(self.vocab_size, (self.batch_size, self.seq_len + 1), generator=generator)
+        return Batch(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+
+    def eval_batches(self) -> list[Batch]:
+        return []
+
+
+def build_trainer(model_config: dict, vocab_size: int, data: RandomTokens, parallel: ParallelSettings,
+                  precision: str, loss_chunk_tokens: int | None, folder: Path):
+    device = dist_utils.local_device("auto")
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=vocab_size, **model_config).to(device)
+    flops = training_flops_per_token(model, data.seq_len)
+    mesh = dist_utils.ParallelDims.from_config(parallel.dp_replicate, parallel.dp_shard,
+                                               dist_utils.world_size()).build_mesh(device.type)
+    model = parallelize(model, parallel, device, mesh)
+    optimizer = build_optimizer(model, functools.partial(torch.optim.AdamW, lr=3e-4, weight_decay=0.1))
+    settings = TrainerSettings(max_steps=10**6, grad_clip=1.0, precision=precision, progress_bar=False,
+                               loss_chunk_tokens=loss_chunk_tokens, parallel=parallel)
+    return Trainer(model, data, optimizer, WarmupConstant(1), settings, NullTracker(), folder), flops
+
+
+def throughput(args) -> dict:
+    world = dist_utils.world_size()
+    data = RandomTokens(args.vocab, args.seq_len, args.batch * world)
+    parallel = ParallelSettings(activation_checkpointing=args.ac, ac_every=args.ac_every,
+                                compile=args.compile == "on", reshard_after_forward=args.reshard_after_forward)
+    result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "ac": args.ac, "compile": args.compile, "batch_per_gpu": args.batch, "seq_len": args.seq_len,
+              "loss_chunk_tokens": args.loss_chunk}
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer, flops = build_trainer(GDN_1_3B, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp))
+            start = time.perf_counter()
+            for _ in range(args.warmup):
+                trainer.train_step()
+            torch.cuda.synchronize()
+            warmup_s = time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                loss, grad_norm = trainer.train_step()  # .item() inside: each step ends synchronised
+            elapsed = time.perf_counter() - start
+    except torch.cuda.OutOfMemoryError as error:
+        return {**result, "error": f"out of memory: {str(error).splitlines()[0]}"}
+    tokens_per_s = args.steps * args.batch * world * args.seq_len / elapsed
+    per_gpu = tokens_per_s / world
+    peak = bf16_peak_flops(torch.device("cuda"))
+    return {**result, "parameters": sum(p.numel() for p in trainer.model.parameters()),  # DTensor: global size
+            "tokens_per_s": round(tokens_per_s), "tokens_per_s_per_gpu": round(per_gpu),
+            "step_s": round(elapsed / args.steps, 4), "warmup_s": round(warmup_s, 1),
+            "mfu": round(per_gpu * flops / peak, 4) if peak else None, "training_flops_per_token": flops,
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2), "last_loss": loss,
+            "last_grad_norm": grad_norm}
+
+
+def equality(args) -> dict:
+    """10 fp32 steps of a tiny GDN; the same global batch (8 rows) at any world size."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    data = RandomTokens(256, 256, 8)
+    parallel = ParallelSettings(param_dtype="fp32", compile=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = build_trainer(GDN_TINY, 256, data, parallel, "fp32", 1024, Path(tmp))
+        steps = [trainer.train_step() for _ in range(10)]
+    losses, norms = [s[0] for s in steps], [s[1] for s in steps]
+    result = {"mode": "equality", "gpus": dist_utils.world_size(), "losses": losses, "grad_norms": norms}
+    if args.save:
+        Path(args.save).write_text(json.dumps(result))
+    if args.reference:
+        reference = json.loads(Path(args.reference).read_text())
+        diff = max(abs(a - b) / abs(b) for a, b in zip(losses + norms, reference["losses"] + reference["grad_norms"]))
+        result |= {"reference_gpus": reference["gpus"], "max_relative_difference": diff, "pass_1e-5": diff <= 1e-5}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["single", "fsdp", "equality"])
+    parser.add_argument("--ac", choices=["none", "full", "selective"], default="none")
+    parser.add_argument("--ac-every", type=int, default=2)
+    parser.add_argument("--compile", choices=["on", "off"], default="off")
+    parser.add_argument("--reshard-after-forward", type=lambda s: s.lower() == "true", default=True)
+    parser.add_argument("--batch", type=int, default=8, help="rows per GPU")
+    parser.add_argument("--seq-len", type=int, default=4096)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--loss-chunk", type=int, default=8192, help="tokens per LM-head/loss chunk (0: plain)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--save", help="equality: write this run's losses here")
+    parser.add_argument("--reference", help="equality: compare with losses saved by --save")
+    args = parser.parse_args()
+    args.loss_chunk = args.loss_chunk or None
+    if args.mode == "single" and dist_utils.env_world_size() > 1:
+        parser.error("single runs in one process; use fsdp under torchrun")
+    dist_utils.init_process_group("cuda")
+    try:
+        result = equality(args) if args.mode == "equality" else throughput(args)
+    finally:
+        dist_utils.destroy_process_group()
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""benchmarks/bench_train.py runs without Hydra, so it carries its own copy of the 1.3B GDN config: it must equal the
+Hydra composition `model=gdn scale=1.3b`; its equality mode runs end to end in one process."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from gdn.train.main import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("bench_train", REPO_ROOT / "benchmarks" / "bench_train.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_the_benchmark_model_is_gdn_at_scale_1_3b(compose_config):
+    if not (REPO_ROOT / "conf" / "scale" / "1.3b" / "gdn.yaml").is_file():
+        pytest.skip("conf/scale/1.3b/gdn.yaml is not in this checkout")
+    model = OmegaConf.to_container(compose_config("model=gdn", "scale=1.3b", tiny=False).model, resolve=True)
+    model.pop("_target_"), model.pop("vocab_size")
+    assert model == bench.GDN_1_3B
+
+
+def test_random_tokens_are_reproducible_next_token_batches():
+    data = bench.RandomTokens(vocab_size=50, seq_len=16, batch_size=4)
+    first, again = data.train_batch(3), data.train_batch(3)
+    assert first.input_ids.equal(again.input_ids) and first.input_ids.shape == (4, 16)
+    assert first.labels[:, :-1].equal(first.input_ids[:, 1:])
+    assert not first.input_ids.equal(data.train_batch(4).input_ids)
+
+
+def test_equality_mode_saves_and_compares_losses(tmp_path: Path):
+    args = type("Args", (), {"save": str(tmp_path / "eq.json"), "reference": None})()
+    saved = bench.equality(args)
+    # uniform random tokens over 256 ids: the cross-entropy stays at about ln 256 = 5.55
+    assert len(saved["losses"]) == 10 and all(abs(loss - math.log(256)) < 0.1 for loss in saved["losses"])
+    args.save, args.reference = None, str(tmp_path / "eq.json")
+    compared = bench.equality(args)
+    assert compared["max_relative_difference"] == 0.0 and json.loads((tmp_path / "eq.json").read_text())["gpus"] == 1
