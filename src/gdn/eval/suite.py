@@ -93,6 +93,6 @@ def _lm_eval(model, run_config, eval_cfg, tokenizer, result: SuiteResult) -> Non
     cfg = eval_cfg.lm_eval
     max_length = cfg.max_length or run_config.data.seq_len
     result.metrics |= run_lm_eval_tasks(model, tokenizer, list(eval_cfg.lm_eval_tasks), include_path=cfg.include_path,
-                                        num_fewshot=cfg.num_fewshot, limit=cfg.limit, batch_size=cfg.batch_size,
-                                        max_length=max_length)
+                                        builtin_tasks=cfg.builtin_tasks, num_fewshot=cfg.num_fewshot, limit=cfg.limit,
+                                        batch_size=cfg.batch_size, max_length=max_length)
 
