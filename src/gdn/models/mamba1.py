@@ -62,9 +62,9 @@ class DtProjection(nn.Module):
 class Mamba1(nn.Module):
     """forward(x [B, T, d_model], cu_seqlens=None, state=None) -> (y [B, T, d_model], new state or None).
 
-    backend "auto" runs our Triton kernels (short conv, selective scan; the step-by-step scan when decoding) on
-    CUDA and the PyTorch path elsewhere; "triton" forces them (on the CPU under TRITON_INTERPRET=1; no float64);
-    "torch" the PyTorch path (chunk_size applies to it only).
+    backend "auto" runs our Triton kernels (short conv, selective scan; the step-by-step scan for one-token
+    decode steps) on CUDA and the PyTorch path elsewhere; "triton" forces them (on the CPU under
+    TRITON_INTERPRET=1; no float64); "torch" the PyTorch path (chunk_size applies to it only).
     """
 
     def __init__(
@@ -128,7 +128,7 @@ class Mamba1(nn.Module):
         )
         if not triton:
             y, ssm = selective_scan_torch(**scan_inputs, chunk_size=self.chunk_size)
-        elif state is not None:
+        elif state is not None and x.shape[1] == 1:  # a decode step; a prompt goes through the tiled scan
             y, ssm = recurrent_selective_scan(**scan_inputs)
         else:
             y, ssm = chunk_selective_scan(**scan_inputs)
