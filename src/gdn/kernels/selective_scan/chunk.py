@@ -222,7 +222,9 @@ def scan_forward(x, dt, A, B, C, D, h0, layout: ScanLayout, output_final_state: 
 
 
 def scan_backward(x, dt, A, B, C, D, dy, checkpoints, d_final, want_dh0: bool, layout: ScanLayout):
-    """Gradients of scan_forward's inputs (flat, fp32 except dx and ddt, which take x's and dt's dtypes)."""
+    """Gradients of scan_forward's inputs (flat, fp32 except dx and ddt, which take x's and dt's dtypes).
+    The dB, dC partials [Dch / BD, tokens, N] fp32 live only during this call: at d_state 16 (BD 16) they hold
+    as many bytes as 4 copies of a bf16 x."""
     tokens, channels = x.shape
     num_states = A.shape[1]
     BN, BD = state_block(num_states)
