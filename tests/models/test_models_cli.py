@@ -1,4 +1,4 @@
-"""`gdn-models`: one row per conf/model config, parameters equal to a really instantiated model's."""
+"""`gdn-models`: one row per conf/model config at a scale, parameters equal to a really instantiated model's."""
 import json
 import subprocess
 import sys
@@ -7,23 +7,28 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gdn.models import MIXERS, inspect_cli
+from gdn.models import MIXERS
 from gdn.models.flops import MIXER_FLOPS
 from gdn.train.cli import group_choices
 from gdn.train.main import CONF_DIR, register_resolvers
 
 
+def gdn_models(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gdn.models.inspect_cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def json_rows() -> list[dict]:
-    result = subprocess.run([sys.executable, "-m", "gdn.models.inspect_cli", "format=json"],
-                            capture_output=True, text=True, timeout=120, check=True)
+    result = gdn_models("scale=tiny", "format=json")
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def instantiated_model(name: str):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}", "logging=none"])
+        cfg = compose(config_name="train", overrides=[f"model={name}", "scale=tiny", "logging=none"])
     return instantiate(cfg.model, _convert_="all"), cfg
 
 
@@ -44,27 +49,22 @@ def test_every_model_config_is_listed_with_its_real_parameter_count(json_rows):
             assert row["flops_per_token"] is None, row["name"]
 
 
-def test_unknown_scale_lists_the_choices(tmp_path, monkeypatch):
-    (tmp_path / "scale").mkdir()
-    for name in ("tiny", "0.4b"):
-        (tmp_path / "scale" / f"{name}.yaml").write_text("# @package _global_\n")
-    monkeypatch.setattr(inspect_cli, "CONF_DIR", tmp_path)
-    with pytest.raises(SystemExit, match="unknown scale 'huge'; choices: 0.4b, tiny"):
-        inspect_cli.scale_overrides("huge")
+def test_every_model_has_a_flop_count(json_rows):
+    assert all(row["flops_per_token"] is not None for row in json_rows), json_rows
 
 
-def test_without_a_scale_folder_the_config_sizes_are_listed(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(inspect_cli, "CONF_DIR", tmp_path)
-    assert inspect_cli.scale_overrides("tiny") == []
-    assert "no conf/scale/" in capsys.readouterr().err
-    assert inspect_cli.scale_overrides("default") == []
+def test_the_table_at_a_scale_with_a_hydra_override():
+    result = gdn_models("scale=1.3b", "data.vocab_size=32000", "data.seq_len=4096")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("scale=1.3b  data.vocab_size=32000 data.seq_len=4096")
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert sorted(rows) == group_choices(CONF_DIR, "model")
+    assert rows["gdn"][1:5] == ["[gdn]", "21", "2048", "1,387,348,858"]  # FLA's 1.3B GDN at vocab 32000
+    assert all(row[-1] == "4096" for row in rows.values())
 
 
-@pytest.mark.parametrize("train_defaults, override", [("[{model: gdn}, {scale: null}]", "scale=tiny"),
-                                                      ("[{model: gdn}]", "+scale=tiny")])
-def test_a_known_scale_becomes_an_override(tmp_path, monkeypatch, train_defaults, override):
-    (tmp_path / "scale").mkdir()
-    (tmp_path / "scale" / "tiny.yaml").write_text("# @package _global_\n")
-    (tmp_path / "train.yaml").write_text(f"defaults: {train_defaults}\n")
-    monkeypatch.setattr(inspect_cli, "CONF_DIR", tmp_path)
-    assert inspect_cli.scale_overrides("tiny") == [override]
+def test_unknown_scale_lists_the_choices():
+    result = gdn_models("scale=huge")
+    assert result.returncode != 0
+    assert f"unknown scale 'huge'; choices: {', '.join(group_choices(CONF_DIR, 'scale'))}" in result.stderr

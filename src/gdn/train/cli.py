@@ -1,9 +1,10 @@
 """Checks of the command line made before Hydra runs, so a mistyped choice costs one clear line, not a trace."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-CHECKED_GROUPS = ("model", "data", "optim", "sched", "trainer", "logging", "experiment")
+CHECKED_GROUPS = ("model", "data", "optim", "sched", "trainer", "logging", "experiment", "scale")
 
 
 def group_choices(conf_dir: Path, group: str) -> list[str]:
@@ -22,3 +23,12 @@ def check_group_overrides(argv: list[str], conf_dir: Path) -> str | None:
             if name not in choices:
                 return f"unknown {key} {name!r}; choices: {', '.join(choices)}"
     return None
+
+
+def missing_scale_size(choices: Mapping[str, str | None], conf_dir: Path) -> str | None:
+    """The error line when a scale is chosen but has no sizes for the chosen model (conf/train.yaml includes
+    conf/scale/SCALE/MODEL.yaml as optional, so that no scale leaves the model config's own sizes), else None."""
+    scale, model = choices.get("scale"), choices.get("model")
+    if scale is None or model is None or (conf_dir / "scale" / scale / f"{model}.yaml").is_file():
+        return None
+    return f"scale {scale!r} has no sizes for model {model!r}: write conf/scale/{scale}/{model}.yaml"

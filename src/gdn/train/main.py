@@ -23,7 +23,7 @@ from gdn.eval.at_end import evaluate_at_end
 from gdn.eval.loading import write_run_files
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
-from gdn.train.cli import check_group_overrides
+from gdn.train.cli import check_group_overrides, missing_scale_size
 from gdn.train.launch import prepare_launch, register_run_stamp_resolver
 from gdn.train.optim import build_optimizer
 from gdn.train.parallelize import parallelize
@@ -143,6 +143,10 @@ def count_training_flops(model: torch.nn.Module, seq_len: int | None) -> int | N
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
+    scale_error = missing_scale_size(hydra_cfg.runtime.choices, CONF_DIR)
+    if scale_error:
+        print(f"error: {scale_error}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         result = run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
                      dict(hydra_cfg.runtime.choices))
