@@ -111,6 +111,13 @@ def test_chunk_varlen_three_uneven_sequences(dtype):
     assert_within(errors, FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE)
 
 
+def test_chunk_varlen_with_an_empty_sequence():
+    """A zero-length sequence passes its initial state through, and the gradient of its final state back."""
+    cu_seqlens = torch.tensor([0, 20, 20, 33], dtype=torch.int32, device=DEVICE)
+    inputs = random_inputs(1, 33, 20, 16, torch.float32, num_states=3, seed=9)
+    assert_within(compare(inputs, selective_scan_reference, cu_seqlens=cu_seqlens), FP32_TOLERANCE)
+
+
 def test_chunk_without_skip_state_or_gradients():
     inputs = random_inputs(1, 40, 20, 16, torch.float32, skip=False)
     y, final = chunk_selective_scan(**inputs)
