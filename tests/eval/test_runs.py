@@ -135,3 +135,12 @@ def test_gdn_generate_text_and_token_ids(text_run, mqar_run, capsys):
     with pytest.raises(SystemExit):
         generate_cli.main([str(mqar_run), "prompt=text on a toy vocabulary"])
     assert "prompt_ids" in capsys.readouterr().err
+
+
+def test_gdn_eval_on_a_text_run_reports_s_niah_per_length(text_run, capsys):
+    eval_cli.main([str(text_run), "eval.niah.tasks=[1,3]", "eval.niah.lengths=[400,600]", "eval.niah.num_samples=1",
+                   "eval.perplexity.length_factors=[2]", "eval.mlflow.enabled=false"])
+    out = capsys.readouterr().out
+    assert "S-NIAH-1" in out and "S-NIAH-3" in out and "MQAR grid skipped" in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("task"))
+    assert header.split() == ["task", "400", "600"]
