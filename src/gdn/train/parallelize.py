@@ -6,6 +6,14 @@
 Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
 GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing
 and compilation, and no sharding.
+
+Compiling a block whose mixer runs our Triton kernels (GDN, Mamba2, Mamba1 on CUDA): the mixer's forward is wrapped
+in torch.compiler.disable, so Dynamo compiles norm -> residual -> MLP around it and breaks the graph exactly once
+per mixer call instead of tracing into the kernels' launch code (autograd Functions with Python-side
+grid and chunk-index logic). The kernels are hand-fused already; the projections inside the mixer stay eager
+matmuls. Registering each kernel as a torch.library.custom_op (with a fake-tensor shape function and its backward)
+would remove that last break; until then the PyTorch path (CPU) compiles whole: tests/train/test_compile.py counts
+the breaks of both.
 """
 from __future__ import annotations
 
@@ -55,6 +63,22 @@ class ParallelSettings:
         return MixedPrecisionPolicy(param_dtype=DTYPES[param], reduce_dtype=DTYPES[reduce])
 
 
+def runs_triton_kernels(mixer: nn.Module, device: torch.device) -> bool:
+    """The mixers with a `backend` switch (GDN, Mamba2, Mamba1) run Triton kernels for "triton", and for "auto"
+    on CUDA."""
+    backend = getattr(mixer, "backend", None)
+    return backend == "triton" or (backend == "auto" and device.type == "cuda")
+
+
+def compile_block(block: nn.Module, device: torch.device) -> None:
+    """torch.compile in place (parameter names stay those of the eager model, so checkpoints match), with a
+    Triton mixer kept out of the graph (one graph break per mixer call, see the module docstring)."""
+    inner = getattr(block, "_checkpoint_wrapped_module", block)
+    if runs_triton_kernels(inner.mixer, device):
+        inner.mixer.forward = torch.compiler.disable(inner.mixer.forward)
+    block.compile()
+
+
 def checkpointed(index: int, settings: ParallelSettings) -> bool:
     mode = settings.activation_checkpointing
     return mode == "full" or (mode == "selective" and index % settings.ac_every == 0)
@@ -79,7 +103,7 @@ def parallelize(model: nn.Module, settings: ParallelSettings, device: torch.devi
             # preserve_rng_state=False: no block uses randomness (no dropout), so skip saving the RNG per block.
             block = checkpoint_wrapper(block, preserve_rng_state=False)
         if compile_blocks:
-            block.compile()  # in place: parameter names stay those of the eager model (checkpoints match)
+            compile_block(block, device)
         model.blocks[index] = block
     if mesh is None:
         return model
