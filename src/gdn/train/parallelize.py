@@ -1,6 +1,7 @@
 """Apply, in torchtitan's order, activation checkpointing, torch.compile and FSDP2 to a LanguageModel.
 
-    for each block: checkpoint_wrapper (none | full | selective: every k-th block) -> block.compile() -> fully_shard
+    for each block: checkpoint_wrapper (none | full | selective: every k-th block | op: every block, saving the
+    matmul and attention outputs) -> block.compile() -> fully_shard
     then fully_shard(model): the root group holds what is left, the embedding, final norm and LM head together.
 
 Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
@@ -18,14 +19,16 @@ the breaks of both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-AC_MODES = ("none", "full", "selective")
+AC_MODES = ("none", "full", "selective", "op")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -81,7 +84,33 @@ def compile_block(block: nn.Module, device: torch.device) -> None:
 
 def checkpointed(index: int, settings: ParallelSettings) -> bool:
     mode = settings.activation_checkpointing
-    return mode == "full" or (mode == "selective" and index % settings.ac_every == 0)
+    return mode in ("full", "op") or (mode == "selective" and index % settings.ac_every == 0)
+
+
+# Op-level selective checkpointing: the backward reuses these ops' outputs and recomputes everything else (norms,
+# activations, gates: cheap elementwise work). Our Triton kernels are launched from autograd Functions, not
+# registered torch ops, so the policy cannot see them: they are recomputed (registering them as
+# torch.library.custom_op would let this list save them too).
+SAVED_OPS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def save_matmuls_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def wrap_checkpointed(block: nn.Module, mode: str) -> nn.Module:
+    # preserve_rng_state=False: no block uses randomness (no dropout), so skip saving the RNG per block.
+    if mode == "op":
+        return checkpoint_wrapper(block, preserve_rng_state=False,
+                                  context_fn=partial(create_selective_checkpoint_contexts, save_matmuls_policy))
+    return checkpoint_wrapper(block, preserve_rng_state=False)
 
 
 def disable_gradient_division(module: nn.Module) -> None:
@@ -100,8 +129,7 @@ def parallelize(model: nn.Module, settings: ParallelSettings, device: torch.devi
     compile_blocks = settings.compile_enabled(device)
     for index, block in enumerate(model.blocks):
         if checkpointed(index, settings):
-            # preserve_rng_state=False: no block uses randomness (no dropout), so skip saving the RNG per block.
-            block = checkpoint_wrapper(block, preserve_rng_state=False)
+            block = wrap_checkpointed(block, settings.activation_checkpointing)
         if compile_blocks:
             compile_block(block, device)
         model.blocks[index] = block
