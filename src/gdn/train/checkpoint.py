@@ -173,8 +173,9 @@ class CheckpointManager:
 
     def _cpu_group(self):
         """A gloo group for the background save's collectives (NCCL calls from a side thread would race the
-        training stream); None (the default group) on the CPU or for one process."""
-        if not dist.is_initialized() or dist.get_backend() == "gloo":
+        training stream); None (the default group) when that already has gloo for CPU tensors (gdn's
+        "cpu:gloo,cuda:nccl" group, the CPU) or for one process."""
+        if not dist.is_initialized() or "gloo" in dist.get_backend():
             return None
         if self._async_group is None:
             self._async_group = dist.new_group(backend="gloo")
