@@ -1,7 +1,11 @@
 """Causal multi-head self-attention with RoPE: full (`attn`) and sliding-window (`swa`). No biases.
 
 A query at position i sees keys j with j <= i, i - j < window (flash-attn's (window-1, 0): i-W+1 .. i) and
-j in the same packed document. Plain SDPA with is_causal is used whenever no extra mask is needed.
+j in the same packed document (gdn.models.attention_masks). Plain SDPA with is_causal runs whenever no extra
+mask is needed (flash / cuDNN on the GPU). Where a mask is needed (a window shorter than the sequence, packed
+documents), backend "auto" runs FlexAttention with a cached block mask on CUDA and SDPA with a dense boolean
+mask elsewhere (and when decoding); "sdpa" always takes the dense mask, "flex" always FlexAttention (on the CPU
+forward only: its backward is not implemented there).
 """
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.models.attention_masks import dense_mask, masked_flex_attention
 from gdn.models.documents import check_packed, document_ids, positions_in_documents
 from gdn.models.rotary import RotaryEmbedding
+
+
+BACKENDS = ("auto", "flex", "sdpa")
 
 
 @dataclass
@@ -29,8 +37,12 @@ class Attention(nn.Module):
 
     window: int | None = None
 
-    def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None, rope_base: float = 10000.0):
+    def __init__(self, d_model: int, num_heads: int, head_dim: int | None = None, rope_base: float = 10000.0,
+                 backend: str = "auto"):
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.num_heads = num_heads
         self.head_dim = head_dim or d_model // num_heads
         inner = num_heads * self.head_dim
@@ -66,8 +78,12 @@ class Attention(nn.Module):
             if state.key is not None:
                 k, v = torch.cat([state.key, k], dim=2), torch.cat([state.value, v], dim=2)
             new_state = KVCache(self._keep(k), self._keep(v), seen + T)
-        mask = self._mask(T, k.shape[2], seen, cu_seqlens, cached=state is not None, device=x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        needs_mask = state is not None or cu_seqlens is not None or (self.window is not None and self.window < T)
+        if needs_mask and state is None and self._uses_flex(x):
+            y = masked_flex_attention(q, k, v, self.window, cu_seqlens)
+        else:
+            mask = self._mask(T, k.shape[2], seen, cu_seqlens, device=x.device) if needs_mask else None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.o_proj(y.transpose(1, 2).flatten(-2)), new_state
 
     def _keep(self, t: torch.Tensor) -> torch.Tensor:
@@ -76,19 +92,15 @@ class Attention(nn.Module):
             return t
         return t[:, :, max(0, t.shape[2] - (self.window - 1)) :]
 
-    def _mask(self, num_queries, num_keys, seen, cu_seqlens, cached, device) -> torch.Tensor | None:
-        """Boolean [T, L] (True = attend), or None where SDPA's own causal mask is exact."""
-        if not cached and cu_seqlens is None and (self.window is None or self.window >= num_queries):
-            return None
-        query_pos = torch.arange(seen, seen + num_queries, device=device)[:, None]  # positions in the stream
-        key_pos = torch.arange(seen + num_queries - num_keys, seen + num_queries, device=device)[None, :]
-        allowed = key_pos <= query_pos
-        if self.window is not None:
-            allowed = allowed & (key_pos > query_pos - self.window)
-        if cu_seqlens is not None:
-            documents = document_ids(cu_seqlens, num_queries)
-            allowed = allowed & (documents[:, None] == documents[None, :])
-        return allowed
+    def _uses_flex(self, x: torch.Tensor) -> bool:
+        return self.backend == "flex" or (self.backend == "auto" and x.is_cuda)
+
+    def _mask(self, num_queries, num_keys, seen, cu_seqlens, device) -> torch.Tensor:
+        """Boolean [T, L] (True = attend): queries at stream positions seen .. seen+T-1, keys the last L of them."""
+        query_pos = torch.arange(seen, seen + num_queries, device=device)
+        key_pos = torch.arange(seen + num_queries - num_keys, seen + num_queries, device=device)
+        documents = None if cu_seqlens is None else document_ids(cu_seqlens, num_queries)
+        return dense_mask(query_pos, key_pos, self.window, documents)
 
 
 class SlidingWindowAttention(Attention):
@@ -101,8 +113,9 @@ class SlidingWindowAttention(Attention):
         head_dim: int | None = None,
         rope_base: float = 10000.0,
         window: int = 2048,
+        backend: str = "auto",
     ):
-        super().__init__(d_model, num_heads, head_dim, rope_base)
+        super().__init__(d_model, num_heads, head_dim, rope_base, backend)
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window = window
