@@ -24,14 +24,15 @@ from gdn.kernels.selective_scan import chunk, recurrent  # noqa: E402
 from gdn.kernels.selective_scan._common import TILE, state_block  # noqa: E402
 
 F32, BF16, I32 = "*fp32", "*bf16", "*i32"
-FORWARD = dict(x_ptr=BF16, dt_ptr=F32, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, h0_ptr=F32, y_ptr=BF16,
-               final_ptr=F32, checkpoint_ptr=F32, cu_seqlens_ptr=I32, tile_offsets_ptr=I32)
-BACKWARD = dict(x_ptr=BF16, dt_ptr=F32, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, dy_ptr=BF16,
-                checkpoint_ptr=F32, dfinal_ptr=F32, dx_ptr=BF16, ddt_ptr=F32, dB_part_ptr=F32, dC_part_ptr=F32,
-                dA_part_ptr=F32, dD_part_ptr=F32, dh0_ptr=F32, cu_seqlens_ptr=I32, tile_offsets_ptr=I32,
-                num_tokens="i32")
-STEP = dict(x_ptr=BF16, dt_ptr=F32, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, h0_ptr=F32, y_ptr=BF16,
-            final_ptr=F32, cu_seqlens_ptr=I32)
+# as the Mamba1 layer calls them under bf16 autocast: bf16 activations and raw dt, fp32 parameters and states
+FORWARD = dict(x_ptr=BF16, dt_ptr=BF16, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, dt_bias_ptr=F32, h0_ptr=F32,
+               y_ptr=BF16, final_ptr=F32, checkpoint_ptr=F32, cu_seqlens_ptr=I32, tile_offsets_ptr=I32)
+BACKWARD = dict(x_ptr=BF16, dt_ptr=BF16, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, dt_bias_ptr=F32, dy_ptr=BF16,
+                checkpoint_ptr=F32, dfinal_ptr=F32, dx_ptr=BF16, ddt_ptr=BF16, dB_part_ptr=F32, dC_part_ptr=F32,
+                dA_part_ptr=F32, dD_part_ptr=F32, dbias_part_ptr=F32, dh0_ptr=F32, cu_seqlens_ptr=I32,
+                tile_offsets_ptr=I32, num_tokens="i32")
+STEP = dict(x_ptr=BF16, dt_ptr=BF16, A_ptr=F32, B_ptr=BF16, C_ptr=BF16, D_ptr=F32, dt_bias_ptr=F32, h0_ptr=F32,
+            y_ptr=BF16, final_ptr=F32, cu_seqlens_ptr=I32)
 
 
 def jit_function(kernel):
@@ -62,19 +63,19 @@ def main() -> None:
     args = parser.parse_args()
     target = GPUTarget("cuda", args.arch, 32)
     BN, BD = state_block(args.d_state)
-    shape = dict(D_CH=args.channels, N=args.d_state, BN=BN, BD=BD)
+    shape = dict(D_CH=args.channels, N=args.d_state, BN=BN, BD=BD, HAS_D=True, HAS_DT_BIAS=True, DT_SOFTPLUS=True)
     kernels = [
         ("forward", chunk.scan_forward_kernel, FORWARD,
-         dict(shape, BT=TILE, HAS_D=True, HAS_H0=True, STORE_FINAL=True, STORE_CHECKPOINTS=True)),
+         dict(shape, BT=TILE, HAS_H0=True, STORE_FINAL=True, STORE_CHECKPOINTS=True)),
         ("backward", chunk.scan_backward_kernel, BACKWARD,
-         dict(shape, BT=TILE, HAS_D=True, HAS_DFINAL=True, STORE_DH0=True)),
+         dict(shape, BT=TILE, HAS_DFINAL=True, STORE_DH0=True)),
     ]
     print(f"triton {triton.__version__}, sm_{args.arch}, tile {TILE} tokens x {BD} channels x {BN} states")
     for name, kernel, arguments, constants in kernels:
         for config in kernel.configs:
             print(f"{name:9s} num_warps {config.num_warps:2d}: "
                   f"{resources(kernel, arguments, constants, config.num_warps, target)}", flush=True)
-    step_constants = dict(shape, HAS_D=True, HAS_H0=True, STORE_FINAL=True)
+    step_constants = dict(shape, HAS_H0=True, STORE_FINAL=True)
     print(f"decode    num_warps  4: {resources(recurrent.scan_step_kernel, STEP, step_constants, 4, target)}")
 
 

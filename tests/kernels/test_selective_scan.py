@@ -61,6 +61,12 @@ def test_matches_reference_without_initial_state_or_skip():
     assert_matches_reference(inputs, chunk_size=8)
 
 
+def test_matches_reference_with_dt_bias_and_softplus_inside():
+    inputs = random_inputs(batch=2, length=37, num_states=2)
+    inputs["dt_bias"] = torch.randn(CHANNELS, dtype=torch.float64).requires_grad_()
+    assert_matches_reference(inputs, chunk_size=8, dt_softplus=True)
+
+
 def test_varlen_three_uneven_sequences_with_initial_states():
     cu_seqlens = torch.tensor([0, 7, 40, 58], dtype=torch.int32)
     assert_matches_reference(random_inputs(batch=1, length=58, num_states=3), cu_seqlens=cu_seqlens)

@@ -40,9 +40,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()
 
 
-def random_inputs(B, T, channels, states, dtype, num_states=None, skip=True, seed=0):
+def random_inputs(B, T, channels, states, dtype, num_states=None, skip=True, raw_dt=False, seed=0):
     """Inputs as the Mamba1 layer makes them: dt = softplus(.) > 0 in fp32, A < 0 in fp32 (S4D-real-like range),
-    x, B, C in the activation dtype, D in fp32."""
+    x, B, C in the activation dtype, D in fp32. raw_dt: dt before its bias and softplus (any sign) and dt_bias,
+    for the fused step size (call with dt_softplus=True)."""
     gen = torch.Generator(DEVICE).manual_seed(seed)
 
     def randn(*shape):
@@ -55,6 +56,9 @@ def random_inputs(B, T, channels, states, dtype, num_states=None, skip=True, see
         B=randn(B, T, states).to(dtype),
         C=randn(B, T, states).to(dtype),
     )
+    if raw_dt:
+        inputs["dt"] = randn(B, T, channels).to(dtype)
+        inputs["dt_bias"] = randn(channels) - 2.0
     if skip:
         inputs["D"] = randn(channels)
     if num_states is not None:
@@ -109,6 +113,24 @@ def test_chunk_varlen_three_uneven_sequences(dtype):
     inputs = random_inputs(1, 97, 20, 16, dtype, num_states=3, seed=1)
     errors = compare(inputs, selective_scan_reference, cu_seqlens=cu_seqlens)
     assert_within(errors, FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunk_with_dt_bias_and_softplus_inside(dtype):
+    """The step size softplus(dt + dt_bias) computed in the kernels; gradients reach the raw dt and the bias."""
+    cu_seqlens = torch.tensor([0, 7, 50], dtype=torch.int32, device=DEVICE)
+    inputs = random_inputs(1, 50, 20, 16, dtype, num_states=2, raw_dt=True, seed=10)
+    errors = compare(inputs, selective_scan_reference, cu_seqlens=cu_seqlens, dt_softplus=True)
+    tolerance = FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE
+    assert_within(errors, {**tolerance, "ddt_bias": tolerance["ddt"]})
+
+
+def test_recurrent_with_dt_bias_and_softplus_inside():
+    inputs = random_inputs(2, 6, 20, 16, torch.float32, num_states=2, raw_dt=True, seed=11)
+    kwargs = dict(output_final_state=True, dt_softplus=True)
+    y, final = recurrent_selective_scan(**inputs, **kwargs)
+    y_ref, final_ref = selective_scan_reference(**{n: x.double() for n, x in inputs.items()}, **kwargs)
+    assert relative_error(y, y_ref) < 1e-5 and relative_error(final, final_ref) < 1e-5
 
 
 def test_chunk_varlen_with_an_empty_sequence():

@@ -3,7 +3,7 @@
     x, z   = split(W_in u)                               expand 2: Dch = 2 d_model each
     x      = SiLU(causal depthwise conv_4(x))
     dt_low, B, C = split(W_x x)                          dt_rank = ceil(d_model / 16), B, C of size d_state
-    dt     = softplus(W_dt dt_low + b_dt)                per channel
+    dt     = softplus(W_dt dt_low + b_dt)                per channel; bias and softplus applied inside the scan
     A      = -exp(A_log)                                 S4D-real init: A[d, n] = -(n + 1)
     h_t    = exp(dt_t A) h_{t-1} + dt_t B_t x_t,  y_t = C_t . h_t + D x_t      (gdn.kernels.selective_scan)
     out    = W_o [ y * SiLU(z) ]                         W_o is Samba's out_proj, named o_proj here
@@ -37,7 +37,10 @@ class Mamba1State:
 class DtProjection(nn.Module):
     """dt_rank -> Dch projection whose bias sets the initial step size: softplus(bias) = dt, dt log-uniform in
     [dt_min, dt_max] floored at dt_floor; weight ~ U(+-dt_rank^-0.5). Not an nn.Linear, so the language model's
-    generic Linear init leaves this init alone. The bias takes no weight decay."""
+    generic Linear init leaves this init alone. The bias takes no weight decay.
+
+    forward gives W dt_low without the bias: the selective scan adds the bias and applies the softplus as it reads
+    dt (dt_bias, dt_softplus), so that autograd keeps no separate fp32 copy of softplus(W dt_low + b)."""
 
     def __init__(self, dt_rank: int, channels: int, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4):
         super().__init__()
@@ -56,7 +59,7 @@ class DtProjection(nn.Module):
             self.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
     def forward(self, dt_low: torch.Tensor) -> torch.Tensor:
-        return F.linear(dt_low, self.weight.to(dt_low.dtype), self.bias.to(dt_low.dtype))
+        return F.linear(dt_low, self.weight.to(dt_low.dtype))
 
 
 class Mamba1(nn.Module):
@@ -119,12 +122,12 @@ class Mamba1(nn.Module):
         inner, conv_cache = self.conv(inner, cu_seqlens, None if state is None else state.conv, triton)
         dt_low, B, C = self.x_proj(inner).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         scan_dtype = torch.promote_types(x.dtype, torch.float32)
-        dt = F.softplus(self.dt_proj(dt_low.to(scan_dtype)))
         scan_inputs = dict(
-            x=inner, dt=dt, A=-self.A_log.exp(), B=B, C=C, D=self.D,
+            x=inner, dt=self.dt_proj(dt_low.to(scan_dtype)), A=-self.A_log.exp(), B=B, C=C, D=self.D,
             initial_state=None if state is None else state.ssm,
             output_final_state=state is not None,
             cu_seqlens=cu_seqlens,
+            dt_bias=self.dt_proj.bias, dt_softplus=True,  # dt = softplus(W_dt dt_low + b_dt), inside the scan
         )
         if not triton:
             y, ssm = selective_scan_torch(**scan_inputs, chunk_size=self.chunk_size)

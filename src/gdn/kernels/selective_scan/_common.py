@@ -50,7 +50,7 @@ def scan_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, device
     return ScanLayout(cu, offsets, num_seqs, triton.cdiv(length, TILE) + num_seqs)
 
 
-def check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens) -> None:
+def check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias=None) -> None:
     """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, d_state <= 64). The values of
     cu_seqlens are not checked (reading them would wait for the GPU); they must rise from 0 to T."""
     if x.dim() != 3:
@@ -66,9 +66,12 @@ def check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens) -> None:
     for name, t in (("B", B), ("C", C)):
         if t.shape != (batch, length, num_states):
             raise ValueError(f"{name} must be [B, T, N] = {(batch, length, num_states)}; got {tuple(t.shape)}")
-    if D is not None and D.shape != (channels,):
-        raise ValueError(f"D must be [Dch] = ({channels},); got {tuple(D.shape)}")
-    for name, t in (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("initial_state", initial_state)):
+    for name, t in (("D", D), ("dt_bias", dt_bias)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"{name} must be [Dch] = ({channels},); got {tuple(t.shape)}")
+    named = (("x", x), ("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("initial_state", initial_state),
+             ("dt_bias", dt_bias))
+    for name, t in named:
         if t is not None and t.dtype not in (torch.bfloat16, torch.float16, torch.float32):
             raise ValueError(f"{name} must be bf16, fp16 or fp32 (the Triton scan has no float64); got {t.dtype}")
     if cu_seqlens is not None:

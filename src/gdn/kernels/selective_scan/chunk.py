@@ -3,6 +3,10 @@
     h_t[d, n] = a_t[d, n] h_{t-1}[d, n] + u_t[d, n],   a_t = exp(dt_t[d] A[d, n]),  u_t = dt_t[d] B_t[n] x_t[d]
     y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] x_t[d]
 
+The step size may come raw, dt_t = softplus(dt_raw_t + dt_bias) (dt_bias, dt_softplus; reference.py): the kernels
+apply the bias and the softplus as they load dt and multiply its gradient by softplus' = sigmoid, so the
+layer keeps no separate fp32 copy of dt for autograd.
+
 One program per (channel block of BD channels, sequence) walks the sequence tile by tile (TILE = 16 tokens) with the
 state [BD, N] in fp32 registers. Within a tile every h_t comes from one associative scan over time of the pairs
 (a_t, u_t) (composing h -> a h + u), then h_t = (a_1 ... a_t) h_in + scanned u_t. The forward stores the state
@@ -43,12 +47,34 @@ def _load_rows(ptr, rows, row_mask, cols, col_mask, WIDTH: tl.constexpr):
 
 
 @triton.jit
-def _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_mask, states, state_mask,
-                    D_CH: tl.constexpr, N: tl.constexpr):
+def softplus(v):
+    """log(1 + exp(v)) without overflow; below v = -17 it gives 0 where the true value is under 4e-8."""
+    return tl.maximum(v, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(v)))
+
+
+@triton.jit
+def _step_sizes(dt_ptr, rows, row_mask, channels, channel_mask, dt_bias, D_CH: tl.constexpr,
+                DT_SOFTPLUS: tl.constexpr):
+    """dt [BT, BD] as the recurrence uses it (raw + bias, through softplus if asked) and its derivative with
+    respect to the raw dt; both zero where masked, so that masked rows have a = 1, u = 0 and pass the state on."""
+    mask = row_mask[:, None] & channel_mask[None, :]
+    raw = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH) + dt_bias[None, :]
+    if DT_SOFTPLUS:
+        dt = tl.where(mask, softplus(raw), 0.0)
+        slope = tl.where(mask, tl.sigmoid(raw), 0.0)
+    else:
+        dt = tl.where(mask, raw, 0.0)
+        slope = tl.where(mask, 1.0, 0.0)
+    return dt, slope
+
+
+@triton.jit
+def _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_mask, states, state_mask, dt_bias,
+                    D_CH: tl.constexpr, N: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
     """x, dt [BT, BD] and B, C [BT, BN] of the tile at `rows` (zero past the sequence's end)."""
     row_mask = rows < end
     x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
-    dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    dt, _ = _step_sizes(dt_ptr, rows, row_mask, channels, channel_mask, dt_bias, D_CH, DT_SOFTPLUS)
     B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
     C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
     return x, dt, B, C
@@ -56,11 +82,11 @@ def _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_ma
 
 @triton.jit
 def _backward_inputs(checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, i_t, start, end, steps,
-                     channels, channel_mask, states, state_mask, state_offsets, state_mask_2d,
-                     D_CH: tl.constexpr, N: tl.constexpr, BT: tl.constexpr):
-    """What the backward reads for tile i_t of a sequence: its checkpoint h_in, x, dt, dy, the next token's dt
-    (0, so a_{t+1} = 1, at the tile's last row, whose link to the next tile is the carried dh, and past the
-    sequence's end), B and C. All zero for i_t = -1, the tile before the first."""
+                     channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, dt_bias,
+                     D_CH: tl.constexpr, N: tl.constexpr, BT: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
+    """What the backward reads for tile i_t of a sequence: its checkpoint h_in, x, dt and d dt / d raw dt, dy,
+    the next token's dt (0, so a_{t+1} = 1, at the tile's last row, whose link to the next tile is the carried
+    dh, and past the sequence's end), B and C. All zero for i_t = -1, the tile before the first."""
     # masks compared block by block: Triton 3.9's interpreter turns (block & scalar) masks into int32
     exists = (tl.zeros_like(state_offsets) + i_t) >= 0
     slot = (first_tile + i_t).to(tl.int64) * D_CH * N
@@ -68,13 +94,13 @@ def _backward_inputs(checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_
     rows = start + i_t * BT + steps
     row_mask = (rows >= start) & (rows < end)
     x = _load_rows(x_ptr, rows, row_mask, channels, channel_mask, D_CH)
-    dt = _load_rows(dt_ptr, rows, row_mask, channels, channel_mask, D_CH)
+    dt, dt_slope = _step_sizes(dt_ptr, rows, row_mask, channels, channel_mask, dt_bias, D_CH, DT_SOFTPLUS)
     dy = _load_rows(dy_ptr, rows, row_mask, channels, channel_mask, D_CH)
     next_mask = row_mask & (steps < BT - 1) & (rows + 1 < end)
-    dt_next = _load_rows(dt_ptr, rows + 1, next_mask, channels, channel_mask, D_CH)
+    dt_next, _ = _step_sizes(dt_ptr, rows + 1, next_mask, channels, channel_mask, dt_bias, D_CH, DT_SOFTPLUS)
     B = _load_rows(B_ptr, rows, row_mask, states, state_mask, N)
     C = _load_rows(C_ptr, rows, row_mask, states, state_mask, N)
-    return h_in, x, dt, dy, dt_next, B, C
+    return h_in, x, dt, dt_slope, dy, dt_next, B, C
 
 
 @triton.jit
@@ -89,10 +115,11 @@ def _tile_states(h_in, A, x, dt, B):
 @autotune([triton.Config({}, num_warps=w) for w in (4, 8, 16)], key=["BN"])
 @triton.jit
 def scan_forward_kernel(
-    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, h0_ptr, y_ptr, final_ptr, checkpoint_ptr,
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dt_bias_ptr, h0_ptr, y_ptr, final_ptr, checkpoint_ptr,
     cu_seqlens_ptr, tile_offsets_ptr,
     D_CH: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, STORE_CHECKPOINTS: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_H0: tl.constexpr,
+    STORE_FINAL: tl.constexpr, STORE_CHECKPOINTS: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     start, end = tl.load(cu_seqlens_ptr + i_s), tl.load(cu_seqlens_ptr + i_s + 1)
@@ -104,6 +131,9 @@ def scan_forward_kernel(
     skip = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    dt_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_DT_BIAS:
+        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
     h = tl.zeros((BD, BN), dtype=tl.float32)
     if HAS_H0:
         h += tl.load(h0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)
@@ -112,11 +142,12 @@ def scan_forward_kernel(
     # latency overlaps it (Triton's own loop pipelining is for loads that feed tl.dot).
     rows = start + steps
     x, dt, B, C = _forward_inputs(x_ptr, dt_ptr, B_ptr, C_ptr, rows, end, channels, channel_mask, states,
-                                  state_mask, D_CH, N)
+                                  state_mask, dt_bias, D_CH, N, DT_SOFTPLUS)
     for i_t in range(tl.cdiv(end - start, BT)):
         rows_ahead = rows + BT
         x_ahead, dt_ahead, B_ahead, C_ahead = _forward_inputs(
-            x_ptr, dt_ptr, B_ptr, C_ptr, rows_ahead, end, channels, channel_mask, states, state_mask, D_CH, N)
+            x_ptr, dt_ptr, B_ptr, C_ptr, rows_ahead, end, channels, channel_mask, states, state_mask, dt_bias,
+            D_CH, N, DT_SOFTPLUS)
         if STORE_CHECKPOINTS:
             slot = (first_tile + i_t).to(tl.int64) * D_CH * N
             tl.store(checkpoint_ptr + slot + state_offsets, h, mask=state_mask_2d)
@@ -134,11 +165,12 @@ def scan_forward_kernel(
 @autotune([triton.Config({}, num_warps=w) for w in (8, 16, 4)], key=["BN"])
 @triton.jit
 def scan_backward_kernel(
-    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr, checkpoint_ptr, dfinal_ptr,
-    dx_ptr, ddt_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dh0_ptr,
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dt_bias_ptr, dy_ptr, checkpoint_ptr, dfinal_ptr,
+    dx_ptr, ddt_ptr, dB_part_ptr, dC_part_ptr, dA_part_ptr, dD_part_ptr, dbias_part_ptr, dh0_ptr,
     cu_seqlens_ptr, tile_offsets_ptr, num_tokens,
     D_CH: tl.constexpr, N: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_DFINAL: tl.constexpr, STORE_DH0: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr, DT_SOFTPLUS: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    STORE_DH0: tl.constexpr,
 ):
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     start, end = tl.load(cu_seqlens_ptr + i_s), tl.load(cu_seqlens_ptr + i_s + 1)
@@ -150,23 +182,28 @@ def scan_backward_kernel(
     skip = tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    dt_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_DT_BIAS:
+        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
     dh = tl.zeros((BD, BN), dtype=tl.float32)  # dL/dh of the state leaving the current tile, from later tokens
     if HAS_DFINAL:
         dh += tl.load(dfinal_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)
     dA = tl.zeros((BD, BN), dtype=tl.float32)
     dD = tl.zeros((BD,), dtype=tl.float32)
+    dbias = tl.zeros((BD,), dtype=tl.float32)
     first_tile = tl.load(tile_offsets_ptr + i_s)
     num_tiles = tl.cdiv(end - start, BT)
     # pipelined by hand as in the forward: the inputs of the tile processed next (the one before) are requested
     # before this tile's arithmetic
-    h_in, x, dt, dy, dt_next, B, C = _backward_inputs(
+    h_in, x, dt, dt_slope, dy, dt_next, B, C = _backward_inputs(
         checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, num_tiles - 1, start, end, steps,
-        channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, D_CH, N, BT)
+        channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, dt_bias, D_CH, N, BT, DT_SOFTPLUS)
     for j in range(num_tiles):
         i_t = num_tiles - 1 - j
-        h_in_ahead, x_ahead, dt_ahead, dy_ahead, dt_next_ahead, B_ahead, C_ahead = _backward_inputs(
+        h_in_ahead, x_ahead, dt_ahead, dt_slope_ahead, dy_ahead, dt_next_ahead, B_ahead, C_ahead = _backward_inputs(
             checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_tile, i_t - 1, start, end, steps,
-            channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, D_CH, N, BT)
+            channels, channel_mask, states, state_mask, state_offsets, state_mask_2d, dt_bias, D_CH, N, BT,
+            DT_SOFTPLUS)
         rows = start + i_t * BT + steps
         row_mask = rows < end
         token_mask = row_mask[:, None] & channel_mask[None, :]
@@ -184,27 +221,33 @@ def scan_backward_kernel(
         g_dot_B = tl.sum(g * B[:, None, :], 2)  # [BT, BD]
         from_decay = g * carried  # g_t a_t h_{t-1}
         dx = dt * g_dot_B + skip[None, :] * dy
-        ddt = x * g_dot_B + tl.sum(from_decay * A[None, :, :], 2)
+        ddt = (x * g_dot_B + tl.sum(from_decay * A[None, :, :], 2)) * dt_slope  # with respect to the raw dt
         token_offsets = rows.to(tl.int64)[:, None] * D_CH + channels[None, :]
         tl.store(dx_ptr + token_offsets, dx.to(dx_ptr.dtype.element_ty), mask=token_mask)
         tl.store(ddt_ptr + token_offsets, ddt.to(ddt_ptr.dtype.element_ty), mask=token_mask)
         tl.store(dB_part_ptr + part_offsets, tl.sum(g * (dt * x)[:, :, None], 1), mask=part_mask)
         dA += tl.sum(from_decay * dt[:, :, None], 0)
         dD += tl.sum(dy * x, 0)
+        dbias += tl.sum(ddt, 0)
         # dL/dh_in = a_first g_first, from the tile's first row
         dt_first = tl.sum(tl.where(steps[:, None] == 0, dt, 0.0), 0)
         g_first = tl.sum(tl.where(steps[:, None, None] == 0, g, 0.0), 0)
         dh = tl.exp(dt_first[:, None] * A) * g_first
-        h_in, x, dt, dy, dt_next, B, C = h_in_ahead, x_ahead, dt_ahead, dy_ahead, dt_next_ahead, B_ahead, C_ahead
+        h_in, x, dt, dt_slope, dy = h_in_ahead, x_ahead, dt_ahead, dt_slope_ahead, dy_ahead
+        dt_next, B, C = dt_next_ahead, B_ahead, C_ahead
     if STORE_DH0:
         tl.store(dh0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dh, mask=state_mask_2d)
     tl.store(dA_part_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, dA, mask=state_mask_2d)
     tl.store(dD_part_ptr + i_s.to(tl.int64) * D_CH + channels, dD, mask=channel_mask)
+    if HAS_DT_BIAS:
+        tl.store(dbias_part_ptr + i_s.to(tl.int64) * D_CH + channels, dbias, mask=channel_mask)
 
 
-def scan_forward(x, dt, A, B, C, D, h0, layout: ScanLayout, output_final_state: bool, store_checkpoints: bool):
-    """Flat inputs x, dt [tokens, Dch], A [Dch, N] fp32, B, C [tokens, N], D [Dch] fp32 or None, h0 [S, Dch, N]
-    fp32 or None -> (y [tokens, Dch] in x's dtype, final state [S, Dch, N] fp32 or None, checkpoints or None)."""
+def scan_forward(x, dt, A, B, C, D, h0, dt_bias, dt_softplus: bool, layout: ScanLayout, output_final_state: bool,
+                 store_checkpoints: bool):
+    """Flat inputs x, dt [tokens, Dch], A [Dch, N] fp32, B, C [tokens, N], D and dt_bias [Dch] fp32 or None,
+    h0 [S, Dch, N] fp32 or None -> (y [tokens, Dch] in x's dtype, final state [S, Dch, N] fp32 or None,
+    checkpoints or None)."""
     channels, num_states = A.shape
     BN, BD = state_block(num_states)
     y = new_buffer(x.shape, x.dtype, x.device)
@@ -213,16 +256,18 @@ def scan_forward(x, dt, A, B, C, D, h0, layout: ScanLayout, output_final_state: 
     if store_checkpoints:
         checkpoints = new_buffer((layout.checkpoint_slots, channels, num_states), torch.float32, x.device)
     scan_forward_kernel[(triton.cdiv(channels, BD), layout.num_seqs)](
-        x, dt, A, B, C, D, h0, y, final, checkpoints, layout.cu_seqlens, layout.tile_offsets,
+        x, dt, A, B, C, D, dt_bias, h0, y, final, checkpoints, layout.cu_seqlens, layout.tile_offsets,
         D_CH=channels, N=num_states, BN=BN, BD=BD, BT=TILE,
-        HAS_D=D is not None, HAS_H0=h0 is not None, STORE_FINAL=output_final_state,
-        STORE_CHECKPOINTS=store_checkpoints,
+        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=dt_softplus, HAS_H0=h0 is not None,
+        STORE_FINAL=output_final_state, STORE_CHECKPOINTS=store_checkpoints,
     )
     return y, final, checkpoints
 
 
-def scan_backward(x, dt, A, B, C, D, dy, checkpoints, d_final, want_dh0: bool, layout: ScanLayout):
-    """Gradients of scan_forward's inputs (flat, fp32 except dx and ddt, which take x's and dt's dtypes).
+def scan_backward(x, dt, A, B, C, D, dt_bias, dt_softplus: bool, dy, checkpoints, d_final, want_dh0: bool,
+                  layout: ScanLayout):
+    """Gradients of scan_forward's inputs (flat, fp32 except dx and ddt, which take x's and dt's dtypes; ddt and
+    d dt_bias with respect to the raw dt).
     The dB, dC partials [Dch / BD, tokens, N] fp32 live only during this call: at d_state 16 (BD 16) they hold
     as many bytes as 4 copies of a bf16 x."""
     tokens, channels = x.shape
@@ -235,49 +280,50 @@ def scan_backward(x, dt, A, B, C, D, dy, checkpoints, d_final, want_dh0: bool, l
     dC_part = new_buffer((blocks, tokens, num_states), torch.float32, x.device)
     dA_part = new_buffer((layout.num_seqs, channels, num_states), torch.float32, x.device)
     dD_part = new_buffer((layout.num_seqs, channels), torch.float32, x.device)
+    dbias_part = new_buffer((layout.num_seqs, channels), torch.float32, x.device) if dt_bias is not None else None
     dh0 = new_buffer((layout.num_seqs, channels, num_states), torch.float32, x.device) if want_dh0 else None
     scan_backward_kernel[(blocks, layout.num_seqs)](
-        x, dt, A, B, C, D, dy, checkpoints, d_final, dx, ddt, dB_part, dC_part, dA_part, dD_part, dh0,
-        layout.cu_seqlens, layout.tile_offsets, tokens,
+        x, dt, A, B, C, D, dt_bias, dy, checkpoints, d_final, dx, ddt, dB_part, dC_part, dA_part, dD_part,
+        dbias_part, dh0, layout.cu_seqlens, layout.tile_offsets, tokens,
         D_CH=channels, N=num_states, BN=BN, BD=BD, BT=TILE,
-        HAS_D=D is not None, HAS_DFINAL=d_final is not None, STORE_DH0=want_dh0,
+        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, DT_SOFTPLUS=dt_softplus,
+        HAS_DFINAL=d_final is not None, STORE_DH0=want_dh0,
     )
-    return dx, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dD_part.sum(0), dh0
+    dbias = dbias_part.sum(0) if dbias_part is not None else None
+    return dx, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dD_part.sum(0), dbias, dh0
 
 
-def flat_inputs(x, dt, A, B, C, D, initial_state):
-    """Contiguous [tokens, width] views of the per-token inputs; A, D and the initial state in fp32."""
+def flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias):
+    """Contiguous [tokens, width] views of the per-token inputs; A, D, the initial state and dt_bias in fp32."""
     batch, length, _ = x.shape
     x, dt, B, C = (t.reshape(batch * length, t.shape[-1]).contiguous() for t in (x, dt, B, C))
     A = A.float().contiguous()
-    D = D.float().contiguous() if D is not None else None
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
-    return x, dt, A, B, C, D, h0
+    D, h0, dt_bias = (t.float().contiguous() if t is not None else None for t in (D, initial_state, dt_bias))
+    return x, dt, A, B, C, D, h0, dt_bias
 
 
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens):
+    def forward(ctx, x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, dt_bias, dt_softplus):
         batch, length, channels = x.shape
         layout = scan_layout(batch, length, cu_seqlens, x.device)
-        flat = flat_inputs(x, dt, A, B, C, D, initial_state)
-        y, final, checkpoints = scan_forward(*flat, layout, output_final_state, store_checkpoints=True)
-        x_f, dt_f, A_f, B_f, C_f, D_f, _ = flat
-        ctx.save_for_backward(x_f, dt_f, A_f, B_f, C_f, D_f, checkpoints)
-        ctx.layout, ctx.shape = layout, (batch, length, channels)
-        ctx.dtypes = (A.dtype, B.dtype, C.dtype, None if D is None else D.dtype,
-                      None if initial_state is None else initial_state.dtype)
+        flat = flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias)
+        y, final, checkpoints = scan_forward(*flat, dt_softplus, layout, output_final_state, store_checkpoints=True)
+        x_f, dt_f, A_f, B_f, C_f, D_f, _, bias_f = flat
+        ctx.save_for_backward(x_f, dt_f, A_f, B_f, C_f, D_f, bias_f, checkpoints)
+        ctx.layout, ctx.shape, ctx.dt_softplus = layout, (batch, length, channels), dt_softplus
+        ctx.dtypes = tuple(None if t is None else t.dtype for t in (A, B, C, D, initial_state, dt_bias))
         return y.view(batch, length, channels), final
 
     @staticmethod
     def backward(ctx, dy, d_final):
-        x, dt, A, B, C, D, checkpoints = ctx.saved_tensors
+        x, dt, A, B, C, D, dt_bias, checkpoints = ctx.saved_tensors
         batch, length, channels = ctx.shape
-        A_dtype, B_dtype, C_dtype, D_dtype, h0_dtype = ctx.dtypes
+        A_dtype, B_dtype, C_dtype, D_dtype, h0_dtype, bias_dtype = ctx.dtypes
         dy = dy.reshape(batch * length, channels).contiguous()
         d_final = d_final.float().contiguous() if d_final is not None else None
-        dx, ddt, dA, dB, dC, dD, dh0 = scan_backward(
-            x, dt, A, B, C, D, dy, checkpoints, d_final, h0_dtype is not None, ctx.layout)
+        dx, ddt, dA, dB, dC, dD, dbias, dh0 = scan_backward(
+            x, dt, A, B, C, D, dt_bias, ctx.dt_softplus, dy, checkpoints, d_final, h0_dtype is not None, ctx.layout)
         num_states = A.shape[1]
         return (
             dx.view(batch, length, channels),
@@ -288,6 +334,8 @@ class SelectiveScan(torch.autograd.Function):
             None if D_dtype is None else dD.to(D_dtype),
             None if h0_dtype is None else dh0.to(h0_dtype),
             None,
+            None,
+            None if bias_dtype is None else dbias.to(bias_dtype),
             None,
         )
 
@@ -302,19 +350,23 @@ def chunk_selective_scan(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The selective scan over whole sequences in Triton; differentiable in every tensor input.
 
-    Same arguments and layout as `selective_scan_torch`: x, dt [B, T, Dch] (dt after softplus); A [Dch, N]; B, C
-    [B, T, N]; D [Dch] or None; initial/final state [S, Dch, N] fp32 (S = B, or the number of cu_seqlens
-    sequences, then B = 1). bf16, fp16 or fp32 inputs, d_state up to 64; all arithmetic in fp32. Returns y in x's
-    dtype and the final state (None unless output_final_state).
+    Same arguments and layout as `selective_scan_torch`: x, dt [B, T, Dch]; A [Dch, N]; B, C [B, T, N]; D [Dch]
+    or None; initial/final state [S, Dch, N] fp32 (S = B, or the number of cu_seqlens sequences, then B = 1);
+    the recurrence's step is softplus(dt + dt_bias) with dt_softplus, else dt (+ dt_bias). bf16, fp16 or fp32
+    inputs, d_state up to 64; all arithmetic in fp32. Returns y in x's dtype and the final state (None unless
+    output_final_state).
     """
-    check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens)
+    check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias)
     inputs = (x, dt, A, B, C, D, initial_state)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        return SelectiveScan.apply(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*inputs, dt_bias)):
+        return SelectiveScan.apply(*inputs, output_final_state, cu_seqlens, dt_bias, dt_softplus)
     batch, length, channels = x.shape
     layout = scan_layout(batch, length, cu_seqlens, x.device)
-    y, final, _ = scan_forward(*flat_inputs(*inputs), layout, output_final_state, store_checkpoints=False)
+    flat = flat_inputs(*inputs, dt_bias)
+    y, final, _ = scan_forward(*flat, dt_softplus, layout, output_final_state, store_checkpoints=False)
     return y.view(batch, length, channels), final

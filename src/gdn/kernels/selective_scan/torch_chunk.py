@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from gdn.kernels.selective_scan.reference import step_size
 from gdn.kernels.sequences import sequence_bounds
 
 
@@ -66,15 +67,20 @@ def selective_scan_torch(
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 16,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same arguments and layout as `gdn.kernels.selective_scan.selective_scan`. The scan runs in float32 (float64
     for float64 inputs) even under autocast: its decays and states would not survive bfloat16 einsums."""
     with torch.autocast(x.device.type, enabled=False):
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        dt = step_size(dt.to(dtype), dt_bias, dt_softplus)
         return scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size)
 
 
 def scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size):
-    """selective_scan_torch without the autocast guard: every row, or every packed sequence, from its own state."""
+    """selective_scan_torch without the autocast guard or the step-size transform: every row, or every packed
+    sequence, from its own state."""
     batch, length, channels = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
     xs, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
