@@ -54,6 +54,8 @@ class BlockMaskCache:
         self.size = size
         self.entries: OrderedDict[tuple, tuple[torch.Tensor | None, BlockMask]] = OrderedDict()
 
+    # Kept out of torch.compile'd blocks (one graph break): the lookup is host-side Python on tensor identities.
+    @torch.compiler.disable
     def get(self, length: int, window: int | None, device: torch.device,
             cu_seqlens: torch.Tensor | None = None) -> BlockMask:
         documents_key = None if cu_seqlens is None else (id(cu_seqlens), cu_seqlens._version)
