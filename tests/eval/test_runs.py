@@ -144,3 +144,22 @@ def test_gdn_eval_on_a_text_run_reports_s_niah_per_length(text_run, capsys):
     assert "S-NIAH-1" in out and "S-NIAH-3" in out and "MQAR grid skipped" in out
     header = next(line for line in out.splitlines() if line.strip().startswith("task"))
     assert header.split() == ["task", "400", "600"]
+
+
+def test_gdn_eval_of_weights_without_an_mlflow_run_creates_one(mqar_run, tmp_path):
+    """A .safetensors export carries no MLflow run id: the metrics go to a new run in eval.mlflow.experiment_name,
+    tagged with the evaluated folder."""
+    (tmp_path / RESOLVED_CONFIG).write_text((mqar_run / RESOLVED_CONFIG).read_text())
+    weights = export_safetensors(mqar_run / "checkpoints", tmp_path / "model.safetensors")
+    cfg = eval_cli.compose_eval_config([str(weights), "eval.mqar.kv_pairs=[4]", "eval.mqar.seq_lens=[32]",
+                                        "eval.mqar.num_examples=32", "eval.perplexity.enabled=false",
+                                        "eval.mlflow.experiment_name=eval-test"])
+    result, run_id = eval_cli.evaluate_run(cfg.run, cfg.eval)
+    run = load_run(weights)
+    client = MlflowClient(resolve_tracking_uri(run.config.logging.tracking_uri, run.config.paths.output_root))
+    logged = client.get_run(run_id)
+    assert run_id != load_run(mqar_run).checkpoint.mlflow_run_id
+    assert client.get_experiment(logged.info.experiment_id).name == "eval-test"
+    assert logged.data.tags["run_dir"] == str(tmp_path) and logged.info.status == "FINISHED"
+    trainer_accuracy = mlflow_metrics(load_run(mqar_run))["eval/accuracy"]
+    assert logged.data.metrics == result.metrics == {"mqar/acc_kv4_len32": trainer_accuracy}
