@@ -5,8 +5,9 @@
 
 Shapes (batch x tokens x channels x d_state): 1 x 4096 x 4608 x 16 (FLA's chunk_hgrn anchor: 22.6 ms fwd+bwd,
 7 GiB, in ../shared/reference/anchors-measured.md) and Samba-1.3B's mixer, 4 x 4096 tokens of d_model 2304 ->
-4608 channels x 16 states. Inputs as the layer makes them: x, B, C bf16; dt = softplus(.) fp32; A = -(1..16)
-fp32 (S4D-real); D fp32. fwd is the training forward (inputs require grad), fwd+bwd computes every input's gradient.
+4608 channels x 16 states. Inputs as the Mamba1 layer passes them under bf16 autocast: x, B, C and the raw dt bf16,
+dt_bias fp32 with dt_softplus (the step softplus(dt + dt_bias) ~ 0.02), A = -(1..16) fp32 (S4D-real), D fp32.
+fwd is the training forward (inputs require grad), fwd+bwd computes every input's gradient.
 Times are medians of CUDA-event timings after warm-up; peak memory is the allocator's peak during one fwd+bwd above
 what the inputs hold. "y err" is the Triton output's relative RMSE against the PyTorch path's (fp32 inside both).
 """
@@ -22,8 +23,6 @@ import torch
 
 if "--smoke" in sys.argv:  # always on the CPU, through the Triton interpreter (set before the kernels are imported)
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import torch.nn.functional as F  # noqa: E402
 
 from gdn.kernels.selective_scan import chunk_selective_scan, selective_scan_torch  # noqa: E402
 
@@ -42,7 +41,8 @@ def make_inputs(batch, length, channels, states, device):
 
     inputs = dict(
         x=randn(batch, length, channels).bfloat16(),
-        dt=F.softplus(randn(batch, length, channels) - 4.0),  # ~0.02, inside Mamba's dt init range
+        dt=(0.5 * randn(batch, length, channels)).bfloat16(),
+        dt_bias=torch.full((channels,), -4.0, device=device),  # softplus(-4) ~ 0.02, inside Mamba's dt init range
         A=-torch.arange(1, states + 1, device=device, dtype=torch.float32).expand(channels, states).contiguous(),
         B=randn(batch, length, states).bfloat16(),
         C=randn(batch, length, states).bfloat16(),
@@ -104,8 +104,10 @@ def main() -> None:
     cuda = not args.smoke
     device = "cuda" if cuda else "cpu"
     shapes, warmup, repeats = (GPU_SHAPES, 3, 10) if cuda else (SMOKE_SHAPES, 0, 1)
-    scans = [("Triton (ours)", chunk_selective_scan),
-             ("PyTorch chunked (ours, chunk 16)", lambda **t: selective_scan_torch(**t, chunk_size=16))]
+    scans = [
+        ("Triton (ours)", lambda **t: chunk_selective_scan(**t, dt_softplus=True)),
+        ("PyTorch chunked (ours, chunk 16)", lambda **t: selective_scan_torch(**t, chunk_size=16, dt_softplus=True)),
+    ]
     where = torch.cuda.get_device_name() if cuda else "CPU (Triton interpreter: times say nothing about speed)"
     print(f"{where}, torch {torch.__version__}, bf16 x/B/C, fp32 dt/A/D\n")
     print("| shape | implementation | fwd ms | fwd+bwd ms | peak GiB (fwd+bwd) | y err vs PyTorch |")
