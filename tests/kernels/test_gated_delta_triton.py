@@ -176,6 +176,11 @@ GPU_CASES = {  # name: (B, T, H, K, V, cu_seqlens)
     "8x4096x16x128x128": (8, 4096, 16, 128, 128, None),
     "4x4096x6x256x512": (4, 4096, 6, 256, 512, None),
     "varlen-32K-x16x128x128": (1, 32768, 16, 128, 128, [0, 1000, 5097, 5100, 13000, 21191, 32768]),
+    # small heads (the CPU-default model's 32, the tiny scale's 16): 32-wide tiles miscompiled on Hopper once
+    "varlen-2x256x4x32x32": (1, 512, 4, 32, 32, [0, 100, 256, 512]),
+    "2x300x4x16x16": (2, 300, 4, 16, 16, None),
+    "2x300x4x64x32": (2, 300, 4, 64, 32, None),
+    "2x300x4x48x80": (2, 300, 4, 48, 80, None),
 }
 
 

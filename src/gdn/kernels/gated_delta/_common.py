@@ -70,6 +70,19 @@ def pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+MIN_TILE = 64
+
+
+def tile_width(n: int, cap: int) -> int:
+    """Width of a K or V tile of the chunk kernels: a power of two >= n, at least MIN_TILE, at most cap.
+
+    Smaller heads are padded by the masks. On an H100 with Triton 3.6, tiles narrower than 64 beside the 64-token
+    chunk axis miscompiled while the CPU interpreter was right: NaN gradients from the WY backward at K = V = 32 and
+    an illegal memory access in the output forward at K = 64, V = 32. The small-head GPU cases of
+    tests/kernels/test_gated_delta_triton.py check this rule on the card."""
+    return min(cap, max(MIN_TILE, triton.next_power_of_2(n)))
+
+
 @dataclass(frozen=True)
 class ChunkLayout:
     """Where every sequence and every chunk lies on the flat token axis.

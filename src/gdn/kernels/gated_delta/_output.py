@@ -25,7 +25,7 @@ from gdn.kernels.gated_delta._common import (
     chunk_rows,
     dot_precision,
     new_buffer,
-    pow2_at_least_16,
+    tile_width,
 )
 
 _OUTPUT_BV = 128  # V tile of the output kernels (4 warps); measured best on an H100 at K/V 128/128 and 256/512
@@ -159,10 +159,10 @@ def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
     total, H, K = q.shape
     V = v_new.shape[-1]
     o = new_buffer(v_new.shape, q.dtype, q.device)
-    BV = min(_OUTPUT_BV, pow2_at_least_16(V))
+    BV = tile_width(V, _OUTPUT_BV)
     output_forward_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, v_new, h, gc, o, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), BV=BV, PRECISION=dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
         num_warps=4,
     )
     return o
@@ -172,10 +172,10 @@ def output_backward_dv(q, k, gc, do, scale: float, layout: ChunkLayout):
     total, H, K = q.shape
     V = do.shape[-1]
     dv = new_buffer(do.shape, q.dtype, q.device)
-    BV = min(_OUTPUT_BV, pow2_at_least_16(V))
+    BV = tile_width(V, _OUTPUT_BV)
     output_backward_dv_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, gc, do, dv, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=min(64, pow2_at_least_16(K)), BV=BV, PRECISION=dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
         num_warps=4,
     )
     return dv
@@ -188,7 +188,7 @@ def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w:
     backward or the cast to q's dtype; bf16 products in the WY backward), so fp32 copies would only add traffic."""
     total, H, K = q.shape
     V = do.shape[-1]
-    BK = min(128, pow2_at_least_16(K))
+    BK = tile_width(K, 128)
     n_k = triton.cdiv(K, BK)
     dq = new_buffer(q.shape, q.dtype, q.device)
     dk = new_buffer(q.shape, torch.float32, q.device)
@@ -196,7 +196,7 @@ def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w:
     dgc = new_buffer((n_k, total, H), torch.float32, q.device)
     output_backward_qkw_kernel[(n_k, layout.num_chunks, H)](
         q, k, v_new, h, dh, gc, do, dv_new, dq, dk, dw, dgc, layout.cu_seqlens, layout.chunk_index, scale,
-        total, H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=min(64, pow2_at_least_16(V)), HAS_W=has_w,
+        total, H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=tile_width(V, 64), HAS_W=has_w,
         PRECISION=dot_precision(q.dtype), num_warps=8,
     )
     return dq, dk, dw, dgc.sum(0)

@@ -21,9 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, autotune, dot_precision, new_buffer, pow2_at_least_16
+from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, autotune, dot_precision, new_buffer, tile_width
 
-_CONFIGS = [triton.Config({"BV": bv}, num_warps=w, num_stages=2) for bv, w in ((32, 4), (64, 4), (64, 8))]
+# V tiles of at least 64 (tile_width in _common says why narrower ones are avoided)
+_CONFIGS = [triton.Config({"BV": 64}, num_warps=w, num_stages=2) for w in (4, 8)]
 
 
 @autotune(_CONFIGS, key=["K", "V", "HAS_W"])
@@ -129,7 +130,7 @@ def state_forward(k, w, u, gc, initial_state, output_final_state: bool, layout: 
     final = new_buffer((layout.num_seqs, H, K, V), torch.float32, k.device) if output_final_state else None
     state_forward_kernel[_grid(V, layout, H)](
         k, w, u, gc, initial_state, h, v_new, final, layout.cu_seqlens, layout.chunk_offsets,
-        H=H, K=K, V=V, BT=CHUNK, BK=pow2_at_least_16(K), HAS_W=w is not None,
+        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 256), HAS_W=w is not None,
         HAS_H0=initial_state is not None, STORE_FINAL=output_final_state, PRECISION=dot_precision(k.dtype),
     )
     return h, v_new, final
@@ -144,7 +145,7 @@ def state_backward(q, k, w, gc, do, dv_intra, d_final_state, scale: float, need_
     dh0 = new_buffer((layout.num_seqs, H, K, V), torch.float32, k.device) if need_dh0 else None
     state_backward_kernel[_grid(V, layout, H)](
         q, k, w, gc, do, dv_intra, d_final_state, dh, dv_new, dh0, layout.cu_seqlens, layout.chunk_offsets, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=pow2_at_least_16(K), HAS_W=w is not None,
+        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 256), HAS_W=w is not None,
         HAS_DHT=d_final_state is not None, STORE_DH0=need_dh0, PRECISION=dot_precision(k.dtype),
     )
     return dh, dv_new, dh0

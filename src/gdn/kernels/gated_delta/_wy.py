@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, chunk_rows, dot_precision, new_buffer, pow2_at_least_16
+from gdn.kernels.gated_delta._common import CHUNK, ChunkLayout, chunk_rows, dot_precision, new_buffer, tile_width
 
 @triton.jit
 def unit_lower_inverse(a, BT: tl.constexpr, PRECISION: tl.constexpr):
@@ -168,7 +168,7 @@ def wy_backward_kernel(
 
 
 def _tiles(K: int, V: int) -> tuple[int, int]:
-    return min(64, pow2_at_least_16(K)), min(64, pow2_at_least_16(V))
+    return tile_width(K, 64), tile_width(V, 64)
 
 
 def wy_forward(k, v, g, beta, layout: ChunkLayout):
