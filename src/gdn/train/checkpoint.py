@@ -15,10 +15,12 @@ carries over.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import warnings
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,18 @@ LATEST = "latest"
 TRAINER_STATE = "trainer.json"
 STEP_PREFIX = "step-"
 COMPLETE = "COMPLETE"
+
+
+@contextlib.contextmanager
+def dcp_arguments():
+    """DCP's keyword arguments for this process: no_dist=True without a process group (DCP then warns on every
+    call that it assumes one process, which is the intent here, so that warning is silenced)."""
+    if dist.is_initialized():
+        yield {}
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield {"no_dist": True}
 
 
 def step_folder_name(step: int) -> str:
@@ -135,12 +149,13 @@ class CheckpointManager:
             (step_dir / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
-        no_dist = {} if dist.is_initialized() else {"no_dist": True}
-        if self.async_save:
-            future = dcp.async_save(state, checkpoint_id=str(step_dir), process_group=self._cpu_group(), **no_dist)
-            self._pending = (future, step_dir)
-        else:
-            dcp.save(state, checkpoint_id=str(step_dir), **no_dist)
+        with dcp_arguments() as kwargs:
+            if self.async_save:
+                future = dcp.async_save(state, checkpoint_id=str(step_dir), process_group=self._cpu_group(), **kwargs)
+                self._pending = (future, step_dir)
+            else:
+                dcp.save(state, checkpoint_id=str(step_dir), **kwargs)
+        if not self.async_save:
             self._publish(step_dir)
         return step_dir
 
@@ -188,8 +203,8 @@ class CheckpointManager:
         "rng" set to this rank's RNG state when the checkpoint was written at this world size (else None)."""
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
-        no_dist = {} if dist.is_initialized() else {"no_dist": True}
-        dcp.load(state, checkpoint_id=str(step_dir), **no_dist)
+        with dcp_arguments() as kwargs:
+            dcp.load(state, checkpoint_id=str(step_dir), **kwargs)
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         trainer_state = read_trainer_state(step_dir)
         rng_file = step_dir / f"rng-rank{dist_utils.rank()}.pt"
