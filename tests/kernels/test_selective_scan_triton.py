@@ -25,7 +25,7 @@ from gdn.kernels.selective_scan import (
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF_TOLERANCE = dict(y=5e-3, final_state=5e-3, dx=8e-3, dinitial_state=8e-3,
-                      ddt=2e-2, dA=2e-2, dB=2e-2, dC=2e-2, dD=2e-2)
+                      ddt=2e-2, dA=2e-2, dB=2e-2, dC=2e-2, dD=2e-2, ddt_bias=2e-2)
 FP32_TOLERANCE = {name: 1e-5 for name in HALF_TOLERANCE}
 
 
@@ -121,8 +121,7 @@ def test_chunk_with_dt_bias_and_softplus_inside(dtype):
     cu_seqlens = torch.tensor([0, 7, 50], dtype=torch.int32, device=DEVICE)
     inputs = random_inputs(1, 50, 20, 16, dtype, num_states=2, raw_dt=True, seed=10)
     errors = compare(inputs, selective_scan_reference, cu_seqlens=cu_seqlens, dt_softplus=True)
-    tolerance = FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE
-    assert_within(errors, {**tolerance, "ddt_bias": tolerance["ddt"]})
+    assert_within(errors, FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE)
 
 
 def test_recurrent_with_dt_bias_and_softplus_inside():
@@ -225,9 +224,9 @@ def test_out_of_limit_inputs_raise(fn, change, message):
         fn(**inputs, cu_seqlens=cu_seqlens)
 
 
-GPU_CASES = {  # name: (B, T, channels, cu_seqlens)
-    "2x4096x4096x16": (2, 4096, 4096, None),
-    "varlen-16K-x4096x16": (1, 16384, 4096, [0, 1000, 5097, 5100, 9000, 13191, 16384]),
+GPU_CASES = {  # name: (B, T, channels, cu_seqlens, raw dt with dt_bias and the softplus inside the scan)
+    "2x4096x4096x16": (2, 4096, 4096, None, False),
+    "varlen-16K-x4096x16-softplus-inside": (1, 16384, 4096, [0, 1000, 5097, 5100, 9000, 13191, 16384], True),
 }
 
 
@@ -238,12 +237,12 @@ def float64_chunked(**inputs):
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(GPU_CASES))
 def test_gpu_chunk_matches_float64_chunked(name):
-    B, T, channels, cu_seqlens = GPU_CASES[name]
+    B, T, channels, cu_seqlens, raw_dt = GPU_CASES[name]
     num_states = B if cu_seqlens is None else len(cu_seqlens) - 1
     if cu_seqlens is not None:
         cu_seqlens = torch.tensor(cu_seqlens, dtype=torch.int32, device=DEVICE)
-    inputs = random_inputs(B, T, channels, 16, torch.bfloat16, num_states=num_states, seed=6)
-    errors = compare(inputs, float64_chunked, cu_seqlens=cu_seqlens)
+    inputs = random_inputs(B, T, channels, 16, torch.bfloat16, num_states=num_states, raw_dt=raw_dt, seed=6)
+    errors = compare(inputs, float64_chunked, cu_seqlens=cu_seqlens, dt_softplus=raw_dt)
     print(f"\n[gpu errors] {name} bf16: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
     assert_within(errors, HALF_TOLERANCE)
 
