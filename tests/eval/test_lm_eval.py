@@ -19,7 +19,6 @@ from gdn.eval.lm_eval_adapter import GdnLM  # noqa: E402
 from gdn.eval.loading import load_run  # noqa: E402
 from gdn.train.tracking import resolve_tracking_uri  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from lm_eval_tasks import CHOICE_DOCS, GENERATE_DOCS, ROLLING_DOCS, write_tasks  # noqa: E402
 
 MAX_LENGTH = 128
