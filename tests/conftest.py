@@ -3,9 +3,16 @@
 - Without CUDA, Triton kernels run in the interpreter: TRITON_INTERPRET=1 is set here, before any test module
   imports triton (the flag is read when a kernel is decorated), so test order never matters.
 - GPU tests are marked `gpu` and skipped where CUDA is absent.
-Kept free of Hydra/MLflow imports: the GPU machines run the kernel tests without those packages.
+- `mlflow_server`: a real `mlflow server` (sqlite backend, artifacts folder) on a free 127.0.0.1 port.
+Kept free of Hydra/MLflow imports: the GPU machines run the kernel tests without those packages (the server is a
+subprocess, started only by the tests that ask for it).
 """
 import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,3 +28,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start within 90 s")
+    yield uri
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)

@@ -1,12 +1,6 @@
 """A real MLflow store (sqlite by default, and a real `mlflow server` on 127.0.0.1) receives the whole run."""
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from gdn.train.main import run
@@ -53,36 +47,6 @@ def test_resumed_run_continues_the_same_mlflow_run(compose_config, tmp_path: Pat
     assert len(runs) == 1
     client, logged = read_run(uri, runs[0].info.run_id)
     assert_complete_run(client, logged, steps=8)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start within 90 s")
-    yield uri
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
 
 
 def test_runs_reach_a_real_tracking_server_through_the_env_var(compose_config, tmp_path: Path, mlflow_server,

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gdn.eval.at_end import evaluate_at_end
 from gdn.eval.loading import write_run_files
+from gdn.sweep.failed_job import fail_sweep_job
+from gdn.sweep.parent import current_sweep_parent
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
 from gdn.train.cli import check_group_overrides, missing_scale_size
@@ -28,7 +30,7 @@ from gdn.train.launch import prepare_launch, register_run_stamp_resolver
 from gdn.train.optim import build_optimizer
 from gdn.train.parallelize import parallelize
 from gdn.train.trainer import NonFiniteLossError, Trainer, TrainerSettings, TrainResult
-from gdn.train.tracking import MlflowTracker, NullTracker, flatten, git_state, resolve_tracking_uri
+from gdn.train.tracking import MlflowTracker, NullTracker, flatten, git_state, resolve_tracking_uri, run_tags
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = REPO_ROOT / "conf"
@@ -38,6 +40,8 @@ def register_resolvers() -> None:
     # ${gdn.abspath:path}: absolute, relative to the directory the run was started from (the cwd never changes).
     OmegaConf.register_new_resolver("gdn.abspath", lambda p: str(Path(p).expanduser().resolve()), replace=True)
     register_run_stamp_resolver()
+    # ${gdn.repo_path:sweeps}: a folder of this checkout (hydra.searchpath finds sweeps/ through it).
+    OmegaConf.register_new_resolver("gdn.repo_path", lambda p: str(REPO_ROOT / p), replace=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -53,6 +57,11 @@ def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str], sys
         import mlflow  # CPU/GPU/memory/network sampled by MLflow in a thread (needs psutil; GPUs: nvidia-ml-py)
 
         mlflow.enable_system_metrics_logging()
+    parent = current_sweep_parent()
+    if parent is not None:  # a sweep's job: a child of the sweep's parent run, in the parent's experiment
+        return MlflowTracker(parent.tracking_uri, cfg.logging.experiment_name, cfg.logging.run_name, run_id=run_id,
+                             tags={**tags, **parent.child_tags()}, parent_run_id=parent.run_id,
+                             experiment_id=parent.experiment_id)
     uri = resolve_tracking_uri(cfg.logging.tracking_uri, cfg.paths.output_root)
     return MlflowTracker(uri, cfg.logging.experiment_name, cfg.logging.run_name, run_id=run_id, tags=tags)
 
@@ -91,7 +100,7 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
     tags = {**git_state(REPO_ROOT), "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
-            "overrides": " ".join(overrides)[:5000], "run_dir": str(run_dir), "world_size": str(dims.world_size)}
+            **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
     tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
     if resume_path:
@@ -150,11 +159,13 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
                      dict(hydra_cfg.runtime.choices))
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            return None  # this job failed and is marked so in MLflow; the sweep goes on
-        raise SystemExit(1) from None
+            return fail_sweep_job(cfg)  # a FAILED child run holds the error; the sweep goes on
+        if isinstance(error, NonFiniteLossError):
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
     return result.eval_metrics.get("eval/loss")
 
 

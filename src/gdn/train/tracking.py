@@ -2,6 +2,10 @@
 
 Default store: an sqlite file under the output root (MLflow >= 3.13 refuses the plain file store); overridden by
 `logging.tracking_uri` or, when that is null, by $MLFLOW_TRACKING_URI.
+
+Metrics are logged asynchronously (MLflow's background queue, `synchronous=False`): a training step never waits on
+the store or the server; `finish` flushes the queue before the run is closed, so nothing is lost.
+A job of a sweep is a child run: `parent_run_id` sets MLflow's `mlflow.parentRunId` tag (see gdn.sweep).
 """
 from __future__ import annotations
 
@@ -46,19 +50,34 @@ def git_state(repo: Path) -> dict[str, str]:
         return {"git_sha": "unknown", "git_dirty": "unknown"}
 
 
+def is_rank_zero() -> bool:
+    """True outside a distributed launch and on global rank 0 (torchrun's RANK, else Slurm's SLURM_PROCID)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+
+
+def run_tags(choices: Mapping[str, str], seed: int, overrides: list[str]) -> dict[str, str]:
+    """The tags a comparison groups and filters by: architecture (the model choice), scale, seed, overrides."""
+    return {"architecture": choices.get("model") or "custom", "scale": choices.get("scale") or "none",
+            "seed": str(seed), "overrides": " ".join(overrides)[:5000]}
+
+
 class MlflowTracker:
-    """One MLflow run; `run_id` given resumes that run instead of starting a new one."""
+    """One MLflow run; `run_id` given resumes that run instead of starting a new one. `experiment_id` (instead of
+    the name) and `parent_run_id` place a sweep's job under its parent run."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None,
-                 run_id: str | None = None, tags: Mapping[str, str] | None = None):
+                 run_id: str | None = None, tags: Mapping[str, str] | None = None,
+                 parent_run_id: str | None = None, experiment_id: str | None = None):
         import mlflow  # imported here: the kernels and models never need it
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
-        if run_id is None:
-            mlflow.set_experiment(experiment_name)
-        self.run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=dict(tags or {}))
+        if run_id is None and experiment_id is None:
+            experiment_id = mlflow.set_experiment(experiment_name).experiment_id
+        self.run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=dict(tags or {}),
+                                    experiment_id=None if run_id else experiment_id,
+                                    parent_run_id=None if run_id else parent_run_id)
         self.run_id = self.run.info.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -69,7 +88,7 @@ class MlflowTracker:
             self._mlflow.log_params(dict(items[i : i + MAX_PARAMS_PER_BATCH]))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=False)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path)
@@ -78,6 +97,7 @@ class MlflowTracker:
         self._mlflow.log_text(text, artifact_file)
 
     def finish(self, status: str = "FINISHED") -> None:
+        self._mlflow.flush_async_logging()  # end_run only hands the queue over; wait until every metric is stored
         self._mlflow.end_run(status=status)
 
 

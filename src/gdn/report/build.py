@@ -1,0 +1,56 @@
+"""Build the report of a sweep or experiment: collect runs -> variants -> table + plots -> files -> parent run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gdn.report.collect import RunSet, collect_runs
+from gdn.report.plots import all_plots
+from gdn.report.table import markdown_table, write_runs_csv
+from gdn.report.variants import group_variants
+
+ARTIFACT_DIR = "report"
+
+
+@dataclass
+class Report:
+    run_set: RunSet
+    table_markdown: str
+    files: list[Path]          # report.md, runs.csv and the plots, all under the output folder
+    logged_to: str | None      # the parent run that holds them as artifacts
+
+
+def report_markdown(run_set: RunSet, table: str, plots: list[Path]) -> str:
+    failed = [r for r in run_set.runs if r.status != "FINISHED"]
+    lines = [f"# {run_set.title}", "",
+             f"{len(run_set.runs)} runs, {len(failed)} not finished; mean ± std over seeds "
+             f"(tokens/s and MFU: median over each run's log intervals).", "", table]
+    if failed:
+        lines += ["Not finished: " + ", ".join(f"{r.run_id} ({r.status}, {r.architecture})" for r in failed), ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(tracking_uri: str, target: str, out_dir: Path, log_to_parent: bool = True) -> Report:
+    """Write report.md, runs.csv and the plots of `target` (parent run id or experiment name) into out_dir and, when
+    there is a parent run, log them to it under report/."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_set = collect_runs(client, target)
+    variants = group_variants(run_set.runs)
+    if not variants:
+        raise ValueError(f"{target!r} has no finished runs to compare ({len(run_set.runs)} runs in all)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(variants)
+    plots = all_plots(variants, run_set.runs, out_dir)
+    labels = {run.run_id: v.label for v in variants for run in v.runs}
+    write_runs_csv(run_set.runs, labels, out_dir / "runs.csv")
+    (out_dir / "report.md").write_text(report_markdown(run_set, table, plots))
+    files = [out_dir / "report.md", out_dir / "runs.csv", *plots]
+    logged_to = None
+    if log_to_parent and run_set.parent_run_id:
+        for path in files:
+            client.log_artifact(run_set.parent_run_id, str(path), ARTIFACT_DIR)
+        logged_to = run_set.parent_run_id
+    return Report(run_set, table, files, logged_to)
