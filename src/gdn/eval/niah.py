@@ -101,15 +101,21 @@ def make_sample(task: int, length: int, depth: float, seed: int, index: int,
     rng = random.Random(f"s-niah-{task}-{length}-{seed}-{index}")  # str seeds are stable across processes
     key = f"{rng.choice(_KEY_WORDS)}-{rng.choice(_KEY_WORDS)}"
     value = _value(task, rng)
-    pool = haystack_sentences(task, max(8, length), rng)  # a sentence is always more than one token
+    pool = haystack_sentences(task, max(8, length), rng)  # every sentence is at least one token: enough to fill
 
     def fits(num_sentences: int) -> bool:
         return count_tokens(build_prompt(task, pool[:num_sentences], key, value, depth).prompt) <= length
 
-    if not fits(0):
-        raise ValueError(f"S-NIAH length {length} is too short: the question and needle alone take "
-                         f"{count_tokens(build_prompt(task, [], key, value, depth).prompt)} tokens")
-    low, high = 0, len(pool)  # fits(low) holds; find the largest such n by bisection
+    fixed = count_tokens(build_prompt(task, [], key, value, depth).prompt)
+    if fixed > length:
+        raise ValueError(f"S-NIAH length {length} is too short: the question and needle alone take {fixed} tokens")
+    # Bisection for the largest count that fits, from a bracket set by the pool's mean tokens per sentence, so each
+    # trial tokenizes about `length` tokens rather than the whole pool.
+    per_sentence = count_tokens(" ".join(pool[:32])) / 32
+    high = min(len(pool), int(1.5 * (length - fixed) / per_sentence) + 8)
+    while high < len(pool) and fits(high):
+        high = min(len(pool), 2 * high)
+    low = 0  # fits(low) holds; the answer lies in [low, high]
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if fits(mid) else (low, mid - 1)
