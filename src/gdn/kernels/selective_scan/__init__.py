@@ -2,7 +2,8 @@
 CPU path) and the step-by-step float64 oracle.
 
     h_t[d, n] = exp(dt_t[d] A[d, n]) h_{t-1}[d, n] + dt_t[d] B_t[n] x_t[d],   y_t[d] = C_t . h_t[d] + D[d] x_t[d]
-Layout: x, dt [B, T, Dch] (dt after softplus); A [Dch, N] (negative); B, C [B, T, N]; D [Dch] or None;
+Layout: x, dt [B, T, Dch]; A [Dch, N] (negative); B, C [B, T, N]; D [Dch] or None; the step used is dt, or
+softplus(dt + dt_bias) with dt_bias [Dch] and dt_softplus=True (mamba_ssm's delta_bias / delta_softplus);
 initial/final state [N_seq, Dch, N] in float32 (float64 for float64 inputs on the PyTorch path); with cu_seqlens
 (int32 [N_seq+1], 0 ... T) the batch size must be 1. Returns (y [B, T, Dch] in x's dtype, final state or None).
 
