@@ -1,0 +1,163 @@
+"""Our sliding-window attention (FlexAttention with the cached block mask) and our Triton SSD on one GPU, beside the
+alternatives and the figures of anchors-measured.md (H100, torch 2.11, Triton 3.6).
+
+    python benchmarks/bench_attention.py            # 4 x 4096 x 18 heads x 128, window 2048; SSD 4 x 4096 x 64 x 64, N 128
+    python benchmarks/bench_attention.py --smoke    # CPU, toy shapes, PyTorch paths (a typo check)
+
+Needs torch, triton and this checkout only. bf16 q/k/v (SSD: bf16 x, B, C; fp32 dt, A, D). Times are medians of
+triton.testing.do_bench (CUDA events) after warm-up, in ms; fwd+bwd backpropagates a random output gradient into
+every input; "extra GiB" is the allocator's peak during one fwd+bwd above what the inputs hold. The first call of
+each of our operators (Triton / torch.compile compilation) is timed separately.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from gdn.kernels.ssd import chunk_ssd, chunk_ssd_torch  # noqa: E402
+from gdn.models.attention_masks import dense_mask, masked_flex_attention  # noqa: E402
+
+# anchors-measured.md, H100 (fwd ms, fwd+bwd ms)
+ATTENTION_ANCHORS = {"flex": (0.99, 2.92), "flash": (1.07, 4.44), "cudnn": (0.64, 2.50), "dense": (1.89, 7.39)}
+SSD_ANCHOR = (1.59, 6.04)  # mamba_ssm's mamba_chunk_scan_combined (chunk 256), +0.55 GiB
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="CPU, toy shapes, the PyTorch paths")
+    return parser.parse_args(argv)
+
+
+def timer(device):
+    """ms per call: triton's do_bench on CUDA (median), else the median of a few wall-clock runs."""
+    if device.type == "cuda":
+        import triton
+
+        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+
+    def cpu_time(fn):
+        fn()
+        runs = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            runs.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(runs)
+
+    return cpu_time
+
+
+def measure(fn, inputs, device) -> dict:
+    """fwd ms, fwd+bwd ms, extra peak GiB (CUDA), first-call seconds; fwd+bwd is None where the backward is not
+    implemented on this device."""
+    start = time.perf_counter()
+    out = fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    first_call = time.perf_counter() - start
+    grad_out = torch.randn_like(out)
+    bench = timer(device)
+    with torch.no_grad():
+        fwd = bench(lambda: fn(*inputs))
+
+    def fwd_bwd():
+        for t in inputs:
+            t.grad = None
+        o = fn(*inputs)
+        (o[0] if isinstance(o, tuple) else o).backward(grad_out)
+
+    try:
+        both = bench(fwd_bwd)
+    except NotImplementedError:
+        return {"fwd": fwd, "fwd_bwd": None, "gib": None, "first_s": first_call}
+    gib = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fwd_bwd()
+        torch.cuda.synchronize()
+        gib = (torch.cuda.max_memory_allocated() - base) / 2**30
+    return {"fwd": fwd, "fwd_bwd": both, "gib": gib, "first_s": first_call}
+
+
+def attention_rows(device, smoke):
+    B, T, H, D, W = (1, 256, 2, 16, 64) if smoke else (4, 4096, 18, 128, 2048)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(B, H, T, D, device=device, generator=gen, dtype=torch.bfloat16).requires_grad_()
+               for _ in range(3))
+    positions = torch.arange(T, device=device)
+    window_mask = dense_mask(positions, positions, W)
+
+    def sdpa_with(backend):
+        def run(q, k, v):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return run
+
+    if device.type == "cuda":
+        ours = ("ours: SWA, FlexAttention + cached block mask", lambda q, k, v: masked_flex_attention(q, k, v, W))
+        full = [("SDPA flash, full causal", sdpa_with(SDPBackend.FLASH_ATTENTION), "flash"),
+                ("SDPA cuDNN, full causal", sdpa_with(SDPBackend.CUDNN_ATTENTION), "cudnn")]
+    else:  # the CPU path of our layer (FlexAttention's backward is not implemented on the CPU)
+        ours = ("ours (CPU path): SWA, SDPA + dense mask", lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=window_mask))
+        full = [("SDPA math, full causal", sdpa_with(SDPBackend.MATH), "flash")]
+    cases = [(*ours, "flex"), *full,
+             ("SDPA, dense window mask", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask),
+              "dense")]
+    title = f"Attention, {B} x {T}, {H} heads x {D}, window {W}, bf16"
+    return title, [(name, measure(fn, [q, k, v], device), ATTENTION_ANCHORS[anchor]) for name, fn, anchor in cases]
+
+
+def ssd_rows(device, smoke):
+    Bsz, T, H, P, N = (1, 128, 4, 16, 16) if smoke else (4, 4096, 64, 64, 128)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, device=device, generator=gen).to(dtype)
+
+    x = randn(Bsz, T, H, P, dtype=torch.bfloat16)
+    dt = F.softplus(randn(Bsz, T, H) - 4.0)  # dt around softplus(-4): mamba_ssm's init range
+    A = -torch.empty(H, device=device).uniform_(1, 16, generator=gen)
+    B_, C_ = randn(Bsz, T, 1, N, dtype=torch.bfloat16), randn(Bsz, T, 1, N, dtype=torch.bfloat16)
+    D = torch.ones(H, device=device)
+    inputs = [t.requires_grad_() for t in (x, dt, A, B_, C_, D)]
+    name, fn = ("ours: Triton chunk_ssd", chunk_ssd) if device.type == "cuda" else (
+        "ours (CPU path): chunk_ssd_torch", chunk_ssd_torch)
+    title = f"Mamba2 SSD, {Bsz} x {T}, {H} heads x headdim {P}, d_state {N}, 1 group"
+    return title, [(name, measure(lambda *a: fn(*a), inputs, device), SSD_ANCHOR)]
+
+
+def print_table(title, rows, anchor_label):
+    print(f"\n{title}\n")
+    print(f"| operator | fwd ms | fwd+bwd ms | extra GiB | first call s | {anchor_label} fwd / fwd+bwd ms |")
+    print("|---|---|---|---|---|---|")
+    for name, result, anchor in rows:
+        both = "n/a" if result["fwd_bwd"] is None else f"{result['fwd_bwd']:.2f}"
+        gib = "-" if result["gib"] is None else f"{result['gib']:.2f}"
+        print(f"| {name} | {result['fwd']:.2f} | {both} | {gib} | {result['first_s']:.1f} | "
+              f"{anchor[0]:.2f} / {anchor[1]:.2f} |")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA device; run on a GPU, or pass --smoke for the CPU check")
+    device = torch.device("cpu" if args.smoke else "cuda")
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"# bench_attention on {card}, torch {torch.__version__}")
+    print_table(*attention_rows(device, args.smoke), "anchor (H100)")
+    print_table(*ssd_rows(device, args.smoke), "mamba_ssm anchor (H100)")
+
+
+if __name__ == "__main__":
+    main()
