@@ -84,6 +84,7 @@ def masked_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, win
     FlexAttention's backward raises NotImplementedError on the CPU (torch 2.13)."""
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
-        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+        # default dynamic: a second sequence length recompiles once with a symbolic length, later ones reuse it
+        _compiled_flex_attention = torch.compile(flex_attention)
     block_mask = BLOCK_MASKS.get(q.shape[2], window, q.device, cu_seqlens)
     return _compiled_flex_attention(q, k, v, block_mask=block_mask)
