@@ -4,8 +4,8 @@
 #   layers       pytest -m gpu on the layer kernels (conv, gated norm, gate) and the models (Triton vs PyTorch
 #                GDN layer, bf16 training step of a hybrid): ~4-5 min, mostly Triton compilation
 #   bench [args] bench_gated_delta.py vs FLA 0.6.0 and SDPA (~6.5 min with FLA's autotuning)
-#   scan         pytest -m gpu on the Mamba1 selective scan (kernel vs float64, layer vs PyTorch path), then
-#                bench_selective_scan.py (Triton vs chunked PyTorch scan): ~3-5 min
+#   scan         pytest -m gpu on the Mamba1 selective scan (kernel vs float64, layer vs PyTorch path, Samba
+#                decode == full forward), then bench_selective_scan.py (Triton vs chunked PyTorch): ~3-5 min
 #   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
@@ -32,7 +32,8 @@ if [[ $part == layers ]]; then
 fi
 if [[ $part == scan ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_selective_scan_triton.py \
-        tests/models/test_mamba1.py 2>&1 | tee "$LOGS/gpu_scan.log" || status=1
+        tests/models/test_mamba1.py "tests/models/test_decode_gpu.py::test_prompt_then_steps_equals_full_forward_on_cuda[samba]" \
+        2>&1 | tee "$LOGS/gpu_scan.log" || status=1
     python3 benchmarks/bench_selective_scan.py 2>&1 | tee "$LOGS/bench_scan.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
