@@ -31,9 +31,9 @@ if [[ $part == layers ]]; then
         | tee "$LOGS/gpu_layers.log" || status=1
 fi
 if [[ $part == scan ]]; then
+    samba_decode="tests/models/test_decode_gpu.py::test_prompt_then_steps_equals_full_forward_on_cuda[samba]"
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_selective_scan_triton.py \
-        tests/models/test_mamba1.py "tests/models/test_decode_gpu.py::test_prompt_then_steps_equals_full_forward_on_cuda[samba]" \
-        2>&1 | tee "$LOGS/gpu_scan.log" || status=1
+        tests/models/test_mamba1.py "$samba_decode" 2>&1 | tee "$LOGS/gpu_scan.log" || status=1
     python3 benchmarks/bench_selective_scan.py 2>&1 | tee "$LOGS/bench_scan.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
