@@ -163,3 +163,14 @@ def test_gdn_eval_of_weights_without_an_mlflow_run_creates_one(mqar_run, tmp_pat
     assert logged.data.tags["run_dir"] == str(tmp_path) and logged.info.status == "FINISHED"
     trainer_accuracy = mlflow_metrics(load_run(mqar_run))["eval/accuracy"]
     assert logged.data.metrics == result.metrics == {"mqar/acc_kv4_len32": trainer_accuracy}
+
+
+def test_gdn_eval_of_a_multirun_folder_evaluates_every_job(text_run, mqar_run, tmp_path, capsys):
+    (tmp_path / "0").symlink_to(mqar_run)
+    (tmp_path / "1").symlink_to(text_run)
+    (tmp_path / "multirun.yaml").write_text("{}\n")
+    eval_cli.main([str(tmp_path), "eval.mqar.kv_pairs=[4]", "eval.mqar.seq_lens=[32]", "eval.niah.enabled=false",
+                   "eval.perplexity.length_factors=[1]", "eval.mlflow.enabled=false"])
+    out = capsys.readouterr().out
+    assert out.index(f"evaluation of {mqar_run}") < out.index(f"evaluation of {text_run}")
+    assert out.count("validation (held-out set)") == 2 and out.count("MQAR accuracy") == 1

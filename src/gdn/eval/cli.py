@@ -4,6 +4,7 @@
     gdn-eval outputs/runs/<date>/<time> eval.niah.lengths=[1024,2048] eval.niah.num_samples=20
     gdn-eval run=outputs/runs/<date>/<time>/checkpoints/step-000500 eval.mqar.enabled=false
     gdn-eval RUN eval.lm_eval_tasks=[lambada_openai] eval.lm_eval.limit=100
+    gdn-eval outputs/multiruns/<date>/<time>                      # every job of a sweep, each into its own run
 
 Options are the keys of conf/eval/default.yaml. gdn-train runs the same suite at the end with eval.at_end=true.
 """
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from gdn.eval.at_end import report
-from gdn.eval.loading import load_run
+from gdn.eval.loading import find_runs, load_run
 from gdn.eval.suite import SuiteResult, resolve_device, run_suite
 from gdn.eval.tracking import log_eval_metrics
 from gdn.train.main import CONF_DIR, register_resolvers
@@ -65,11 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     except HydraException as error:
         print(f"error: {error}; {USAGE}", file=sys.stderr)
         raise SystemExit(2) from None
-    try:
-        evaluate_run(run, cfg.eval)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+    failed = 0
+    for path in find_runs(run):  # a multirun folder: every job, one after the other; a failing job is reported
+        try:
+            evaluate_run(path, cfg.eval)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {path}: {error}", file=sys.stderr)
+            failed += 1
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ A run folder (`outputs/runs/<date>/<time>/`) holds what gdn-train wrote:
     checkpoints/              the trainer's checkpoints (read_checkpoint is the one place that knows the format)
     model.safetensors         optional: consolidated weights (trainer.export_safetensors)
 
-`load_run(path)` takes the run folder, its checkpoints/ folder, one checkpoint, or a .safetensors file.
+`load_run(path)` takes the run folder, its checkpoints/ folder, one checkpoint, or a .safetensors file;
+`find_runs` lists the runs of a multirun folder.
 """
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     weights, info = read_checkpoint(checkpoint_path)
     model = build_model(config, weights).to(device).eval()
     return LoadedRun(model, config, run_dir, info, load_run_tokenizer(run_dir, config))
+
+
+def find_runs(path: str | Path) -> list[Path]:
+    """The job folders of a multirun folder (outputs/multiruns/<date>/<time>: one run per job, in job order), or
+    [path] for anything else."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir() and not (path / CHECKPOINTS).is_dir() and path.name != CHECKPOINTS:
+        jobs = [config.parent for config in path.glob(f"*/{RESOLVED_CONFIG}")]
+        if jobs:
+            return sorted(jobs, key=lambda job: (not job.name.isdigit(), int(job.name) if job.name.isdigit() else 0,
+                                                 job.name))
+    return [path]
 
 
 def locate(path: Path) -> tuple[Path, Path]:
