@@ -84,20 +84,25 @@ def build_trainer(model_config: dict, vocab_size: int, data: RandomTokens, paral
 
 def throughput(args) -> dict:
     world = dist_utils.world_size()
+    device = dist_utils.local_device("auto")
+    cuda = device.type == "cuda"
     data = RandomTokens(args.vocab, args.seq_len, args.batch * world)
     parallel = ParallelSettings(activation_checkpointing=args.ac, ac_every=args.ac_every,
                                 compile=args.compile == "on", reshard_after_forward=args.reshard_after_forward)
-    result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "ac": args.ac, "compile": args.compile, "batch_per_gpu": args.batch, "seq_len": args.seq_len,
-              "loss_chunk_tokens": args.loss_chunk}
-    torch.cuda.reset_peak_memory_stats()
+    result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name() if cuda else "cpu",
+              "torch": torch.__version__, "model": args.model, "ac": args.ac, "compile": args.compile,
+              "batch_per_gpu": args.batch, "seq_len": args.seq_len, "loss_chunk_tokens": args.loss_chunk}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model_config = GDN_1_3B if args.model == "gdn-1.3b" else GDN_TINY
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer, flops = build_trainer(GDN_1_3B, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp))
+            trainer, flops = build_trainer(model_config, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp))
             start = time.perf_counter()
             for _ in range(args.warmup):
                 trainer.train_step()
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             warmup_s = time.perf_counter() - start
             start = time.perf_counter()
             for _ in range(args.steps):
@@ -107,13 +112,14 @@ def throughput(args) -> dict:
         return {**result, "error": f"out of memory: {str(error).splitlines()[0]}"}
     tokens_per_s = args.steps * args.batch * world * args.seq_len / elapsed
     per_gpu = tokens_per_s / world
-    peak = bf16_peak_flops(torch.device("cuda"))
+    peak = bf16_peak_flops(device)
     return {**result, "parameters": sum(p.numel() for p in trainer.model.parameters()),  # DTensor: global size
             "tokens_per_s": round(tokens_per_s), "tokens_per_s_per_gpu": round(per_gpu),
             "step_s": round(elapsed / args.steps, 4), "warmup_s": round(warmup_s, 1),
             "mfu": round(per_gpu * flops / peak, 4) if peak else None, "training_flops_per_token": flops,
-            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2), "last_loss": loss,
+            "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
+            "last_loss": loss,
             "last_grad_norm": grad_norm}
 
 
@@ -137,10 +143,12 @@ def equality(args) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["single", "fsdp", "equality"])
-    parser.add_argument("--ac", choices=["none", "full", "selective"], default="none")
+    parser.add_argument("--model", choices=["gdn-1.3b", "tiny"], default="gdn-1.3b",
+                        help="tiny: a 2-block GDN to check the script itself (runs on the CPU too)")
+    parser.add_argument("--ac", choices=["none", "full", "selective", "op"], default="none")
     parser.add_argument("--ac-every", type=int, default=2)
     parser.add_argument("--compile", choices=["on", "off"], default="off")
     parser.add_argument("--reshard-after-forward", type=lambda s: s.lower() == "true", default=True)
@@ -152,11 +160,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--save", help="equality: write this run's losses here")
     parser.add_argument("--reference", help="equality: compare with losses saved by --save")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.loss_chunk = args.loss_chunk or None
     if args.mode == "single" and dist_utils.env_world_size() > 1:
         parser.error("single runs in one process; use fsdp under torchrun")
-    dist_utils.init_process_group("cuda")
+    dist_utils.init_process_group(dist_utils.local_device("auto").type)
     try:
         result = equality(args) if args.mode == "equality" else throughput(args)
     finally:

@@ -39,3 +39,11 @@ def test_equality_mode_saves_and_compares_losses(tmp_path: Path):
     args.save, args.reference = None, str(tmp_path / "eq.json")
     compared = bench.equality(args)
     assert compared["max_relative_difference"] == 0.0 and json.loads((tmp_path / "eq.json").read_text())["gpus"] == 1
+
+
+def test_throughput_mode_runs_the_trainer_step(capsys):
+    bench.main(["single", "--model", "tiny", "--vocab", "256", "--batch", "2", "--seq-len", "64", "--warmup", "1",
+                "--steps", "2", "--ac", "op"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["mfu"] is None and result["tokens_per_s"] > 0
+    assert abs(result["last_loss"] - math.log(256)) < 0.2
