@@ -37,3 +37,12 @@ def test_resume_from_a_missing_path_names_it(compose_config, tmp_path: Path):
         assert str(missing) in str(error) and "'latest' pointer" in str(error)
     else:
         raise AssertionError("resuming from a missing checkpoint must fail")
+
+
+def test_a_changed_global_batch_restarts_the_data_position_with_a_warning(compose_config, tmp_path: Path):
+    import pytest
+
+    run(compose_config("trainer.stop_after_steps=4"), tmp_path / "run")
+    with pytest.warns(UserWarning, match="data position cannot be carried over and restarts at micro-batch 4"):
+        resumed = run(compose_config("trainer.resume=auto", "data.batch_size=4"), tmp_path / "run")
+    assert resumed.step == 8
