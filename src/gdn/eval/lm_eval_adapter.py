@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,11 +48,12 @@ def lm_eval_device(requested: str | None) -> torch.device:
 class GdnLM(TemplateLM):
     """model_args: run_dir (a run folder, checkpoint or .safetensors file, as gdn-eval takes), max_length
     (default: the run's training sequence length), device, batch_size. In Python, model= and tokenizer= take an
-    in-memory model and HF tokenizers Tokenizer instead of run_dir."""
+    in-memory model and HF tokenizers Tokenizer instead of run_dir. max_batch_size (lm-eval passes it) is unused:
+    batch_size is fixed."""
 
     def __init__(self, run_dir: str | None = None, device: str | None = None, batch_size: int | str | None = 8,
                  max_length: int | str | None = None, model: torch.nn.Module | None = None, tokenizer=None,
-                 max_batch_size: int | None = None, **unused: Any):
+                 max_batch_size: int | None = None):
         super().__init__()
         if model is None:
             if run_dir is None:
