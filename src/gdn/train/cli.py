@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-CHECKED_GROUPS = ("model", "data", "optim", "sched", "trainer", "logging", "experiment", "scale")
+CHECKED_GROUPS = ("model", "data", "optim", "sched", "trainer", "logging", "eval", "experiment", "scale")
 
 
 def group_choices(conf_dir: Path, group: str) -> list[str]:
