@@ -4,7 +4,8 @@ wrote; a plot whose data the runs do not have is skipped.
     loss_vs_tokens.png      train loss against tokens seen, one line per variant (mean over seeds, band = +- std)
     accuracy_vs_length.png  MQAR difficulty: eval accuracy against data.seq_len (one panel per data.num_kv_pairs)
                             when the sweep varied them, one line per architecture
-    <family>_vs_length.png  metrics logged per length (`eval/niah_2/len1024`, ...): value against length
+    <prefix>_vs_length.png  metrics logged per length by gdn-eval (mqar/acc_kv8_len256, niah/s2_acc_len1024):
+                            one panel per metric family, value against length, one line per variant
     metric_bars.png         eval loss / accuracy (or train loss) per variant, error bars = std over seeds
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from gdn.report.collect import RunRecord  # noqa: E402
-from gdn.report.table import LENGTH_METRIC  # noqa: E402
+from gdn.report.table import LENGTH_METRIC, length_columns  # noqa: E402
 from gdn.report.variants import Variant  # noqa: E402
 
 SEQ_LEN, KV_PAIRS = "data.seq_len", "data.num_kv_pairs"
@@ -30,6 +31,13 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _length_axis(ax, lengths: list[int]) -> None:
+    """Log-2 axis labelled with the lengths themselves (64, 128, ... rather than 2^6, 2^7)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
 
 
 def loss_vs_tokens(variants: list[Variant], out_dir: Path) -> list[Path]:
@@ -80,7 +88,7 @@ def accuracy_vs_length(runs: list[RunRecord], out_dir: Path) -> list[Path]:
             lengths = sorted(by_len)
             ax.plot(lengths, [statistics.fmean(by_len[n]) for n in lengths], marker="o", label=arch)
         ax.set(xlabel="sequence length", title=f"{kv} key-value pairs" if kv else "", ylim=(-0.02, 1.02))
-        ax.set_xscale("log", base=2)
+        _length_axis(ax, sorted({_param(r, SEQ_LEN) for r in runs}))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("eval accuracy")
     axes[0][-1].legend(fontsize=8)
@@ -88,33 +96,27 @@ def accuracy_vs_length(runs: list[RunRecord], out_dir: Path) -> list[Path]:
 
 
 def per_length_metrics(variants: list[Variant], out_dir: Path) -> list[Path]:
-    """One plot per metric family logged at several lengths (keys matching table.LENGTH_METRIC)."""
-    families: dict[str, set[int]] = defaultdict(set)
-    for v in variants:
-        for run in v.runs:
-            for key in run.metrics:
-                match = LENGTH_METRIC.match(key)
-                if match:
-                    families[match["family"]].add(int(match["length"]))
+    """Metrics logged per length (gdn-eval's mqar/acc_kv{n}_len{T}, niah/s{task}_acc_len{T}): one PNG per prefix
+    (mqar_vs_length.png, niah_vs_length.png), one panel per metric family, value against length per variant."""
     files = []
-    for family, lengths in sorted(families.items()):
-        lengths = sorted(lengths)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for v in variants:
-            xs, ys = [], []
-            for n in lengths:
-                values = [r.metrics[k] for r in v.runs for k in r.metrics
-                          if (m := LENGTH_METRIC.match(k)) and m["family"] == family and int(m["length"]) == n]
-                if values:
-                    xs.append(n)
-                    ys.append(statistics.fmean(values))
-            if xs:
-                ax.plot(xs, ys, marker="o", label=v.label)
-        ax.set(xlabel="length", ylabel=family, title=family)
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        files.append(_save(fig, out_dir / f"{family.replace('/', '_')}_vs_length.png"))
+    for prefix, keys in length_columns(variants).items():
+        families: dict[str, dict[int, str]] = defaultdict(dict)
+        for key in keys:
+            match = LENGTH_METRIC.match(key)
+            families[match["family"]][int(match["length"])] = key
+        fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 4), squeeze=False, sharey=True)
+        for ax, (family, by_length) in zip(axes[0], families.items()):
+            for v in variants:
+                points = [(n, v.values(by_length[n])) for n in sorted(by_length)]
+                points = [(n, statistics.fmean(values)) for n, values in points if values]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=v.label)
+            ax.set(xlabel="length", title=family)
+            _length_axis(ax, sorted(by_length))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(prefix)
+        axes[0][-1].legend(fontsize=8)
+        files.append(_save(fig, out_dir / f"{prefix}_vs_length.png"))
     return files
 
 

@@ -1,7 +1,9 @@
-"""The comparison table: one row per variant, mean +- std over its seeds, as markdown (and one CSV row per run).
+"""The comparison tables: one row per variant, mean +- std over its seeds, as markdown (and one CSV row per run).
 
-Columns: runs (seeds), parameters, tokens seen, tokens/s (median over the run's log intervals), MFU where logged,
-final train loss, then every eval/ metric (eval/loss and eval/accuracy first, per-length metrics by length).
+Main table: runs (seeds), parameters, tokens seen, tokens/s (median over the run's log intervals), MFU where logged,
+final train loss, then every evaluation metric (eval/loss and eval/accuracy first; gdn-eval's val/, lm_eval/, ...).
+Metrics logged per length (gdn-eval's `mqar/acc_kv{n}_len{T}`, `niah/s{task}_acc_len{T}`) get a table of their own
+per prefix, columns ordered by length.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from pathlib import Path
 from gdn.report.collect import RunRecord, is_mfu
 from gdn.report.variants import Variant
 
-LENGTH_METRIC = re.compile(r"^(?P<family>.+?)[/_]len[_=]?(?P<length>\d+)$")  # eval/niah_2/len1024, eval/ppl_len4096
+# mqar/acc_kv8_len256 -> family mqar/acc_kv8, length 256
+LENGTH_METRIC = re.compile(r"^(?P<family>.+?)[/_]len[_=]?(?P<length>\d+)$")
 LEADING_METRICS = ("train/loss", "eval/loss", "eval/accuracy")
+NOT_COMPARED = ("train/", "system/")  # training-time readings; the table takes train/loss, tokens/s and MFU itself
 
 
 def metric_order(key: str) -> tuple:
@@ -27,10 +31,23 @@ def metric_order(key: str) -> tuple:
     return (1, 0, key, 0)
 
 
+def _metric_keys(variants: list[Variant]) -> set[str]:
+    return {k for v in variants for run in v.runs for k in run.metrics}
+
+
 def metric_columns(variants: list[Variant]) -> list[str]:
-    keys = {k for v in variants for run in v.runs for k in run.metrics
-            if k == "train/loss" or k.startswith("eval/")}
+    """train/loss and every compared metric that is not logged per length."""
+    keys = {k for k in _metric_keys(variants)
+            if k == "train/loss" or not (k.startswith(NOT_COMPARED) or LENGTH_METRIC.match(k))}
     return sorted(keys, key=metric_order)
+
+
+def length_columns(variants: list[Variant]) -> dict[str, list[str]]:
+    """{prefix: [metric keys by family, then length]} of the per-length metrics (prefix: text before the first /)."""
+    tables: dict[str, list[str]] = {}
+    for key in sorted((k for k in _metric_keys(variants) if LENGTH_METRIC.match(k)), key=metric_order):
+        tables.setdefault(key.split("/", 1)[0], []).append(key)
+    return tables
 
 
 def mfu_key(variants: list[Variant]) -> str | None:
@@ -38,13 +55,13 @@ def mfu_key(variants: list[Variant]) -> str | None:
 
 
 def human(count: float | None, digits: int = 4) -> str:
-    """149900 -> 149.9K, 1.31e9 -> 1.31B."""
+    """149900 -> 149.9K, 1.31e9 -> 1.31B, 707.1 -> 707."""
     if count is None or not math.isfinite(count):
         return "-"
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(count) >= size:
             return f"{count / size:.{digits}g}{unit}"
-    return f"{count:.{digits}g}"
+    return f"{count:.0f}" if abs(count) >= 1 else f"{count:.{digits}g}"  # 707.1 -> 707, not 7.1e+02
 
 
 def mean_std(values: list[float], digits: int = 4, counts: bool = False) -> str:
@@ -76,10 +93,23 @@ def table_rows(variants: list[Variant]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def length_label(key: str) -> str:
+    """mqar/acc_kv8_len256 -> "acc_kv8 @256"."""
+    match = LENGTH_METRIC.match(key)
+    return f"{match['family'].split('/', 1)[-1]} @{match['length']}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown_table(variants: list[Variant]) -> str:
-    header, rows = table_rows(variants)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """The main table, then one table per prefix of per-length metrics."""
+    lines = _markdown(*table_rows(variants))
+    for prefix, keys in length_columns(variants).items():
+        header = ["variant"] + [length_label(k) for k in keys]
+        lines += ["", f"{prefix} by length:", ""]
+        lines += _markdown(header, [[v.label] + [mean_std(v.values(k)) for k in keys] for v in variants])
     return "\n".join(lines) + "\n"
 
 
