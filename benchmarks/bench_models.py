@@ -9,8 +9,9 @@ conf/model + conf/scale through gdn.models.config_files, at vocab 32000. One ste
 bf16 autocast, our Triton kernels (the mixers' backend "auto" on CUDA; attention: SDPA flash/cuDNN when causal
 suffices, FlexAttention for windows), the trainer's chunked LM head + cross-entropy (8192 tokens at a time, never
 the whole [tokens, vocab] logits), random tokens. No activation checkpointing, no torch.compile of the blocks, one
-GPU, no FSDP. Weights: bf16 by default (as the FLA anchor of anchors-measured.md: "weights in bf16, fused AdamW");
---weights fp32 keeps fp32 master weights under bf16 autocast (the single-GPU trainer's way; about 11 GB more).
+GPU, no FSDP. Weights: bf16 by default (as the FLA anchor of anchors-measured.md: "weights in bf16, fused AdamW"),
+except the SSM / gate parameters (A_log, dt_bias, D), kept fp32; --weights fp32 keeps fp32 master weights under
+bf16 autocast (the single-GPU trainer's way; about 11 GB more at 1.3B, which may not fit at 32K tokens a step).
 
 Per cell (model, B x T with B T = 32K tokens): 2 warm-up steps (Triton/Flex compilation happens here), then
 --steps timed steps; tokens/s = steps x tokens / wall time (CUDA-synchronised), peak GiB = the allocator's peak
@@ -82,14 +83,22 @@ def build(model_name: str, scale: str, device: torch.device, weights: str):
     with device:
         model = LanguageModel(**model_kwargs(model_name, scale, vocab_size=PAPER_VOCAB))
     if weights == "bf16":
-        model = model.bfloat16()
+        keep_fp32_gate_parameters_only(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=device.type == "cuda")
     return model, optimizer
 
 
+def keep_fp32_gate_parameters_only(model: torch.nn.Module) -> None:
+    """Every weight in bf16 except the SSM and gate parameters (A_log, dt_bias, D, Mamba1's dt bias: those flagged
+    `_no_weight_decay`), which the layers read in fp32; a few thousand values per layer."""
+    for param in model.parameters():
+        if not getattr(param, "_no_weight_decay", False):
+            param.data = param.data.bfloat16()
+
+
 def train_step(model, optimizer, input_ids, labels, device):
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         loss = model(input_ids, head=ChunkedLossHead(labels, LOSS_CHUNK_TOKENS)) / labels.numel()
     loss.backward()
     optimizer.step()
@@ -173,7 +182,7 @@ def main(argv=None) -> None:
             optimizer.zero_grad(set_to_none=True)
             free_memory()
             rows.append((model_name, params, length, result, status))
-            shown = f"{result['tokens_per_s']:,.0f} tok/s, {result['peak_gib']:.1f} GiB" if result else status
+            shown = f"{result['tokens_per_s']:,.0f} tok/s, peak {result['peak_gib']:.1f} GiB" if result else status
             print(f"{model_name:12s} {batch:3d} x {length:6d}: {shown}  ({time.perf_counter() - cell_start:.0f} s)",
                   flush=True)
         del model, optimizer
@@ -191,7 +200,8 @@ def print_table(rows, args) -> None:
         if result is None:
             cells = [status, "-", "-"]
         else:
-            cells = [f"{result['tokens_per_s']:,.0f}", f"{result['peak_gib']:.1f}", f"{result['tflops']:.0f}"]
+            peak = "-" if result["peak_gib"] != result["peak_gib"] else f"{result['peak_gib']:.1f}"  # NaN on the CPU
+            cells = [f"{result['tokens_per_s']:,.0f}", peak, f"{result['tflops']:.0f}"]
         print(f"| {model_name} | {params_cell} | {shape} | " + " | ".join(cells) + f" | {fig3(model_name, length)} |")
     print("\nAnchor (anchors-measured.md, H100): FLA GatedDeltaNetForCausalLM 1.39B (= scale=1.3b gdn), bf16 weights, "
           "fused AdamW: 48,150 tokens/s at 8 x 4096, 46,914 at 2 x 16384, 64.7 GiB.")
