@@ -62,8 +62,11 @@ def measure(fn, inputs, device) -> dict:
     start = time.perf_counter()
     out = fn(*inputs)
     out = out[0] if isinstance(out, tuple) else out
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     first_call = time.perf_counter() - start
     grad_out = torch.randn_like(out)
+    del out  # and its autograd graph, before the memory baseline below
     bench = timer(device)
     with torch.no_grad():
         fwd = bench(lambda: fn(*inputs))
