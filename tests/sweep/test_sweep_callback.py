@@ -1,0 +1,44 @@
+"""The sweep callback talks to MLflow only from global rank 0 and only with tracking on (real Hydra composition)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gdn.sweep.callback import MlflowSweepCallback
+from gdn.train.main import CONF_DIR, register_resolvers
+
+
+def sweep_config(tmp_path: Path, *overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"paths.output_root={tmp_path}", "+sweep=baselines",
+                                                       *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("rank_env, overrides", [({"RANK": "1"}, []), ({"SLURM_PROCID": "3"}, []), ({}, ["logging=none"])])
+def test_no_parent_run_off_rank_zero_or_without_tracking(tmp_path: Path, monkeypatch, rank_env, overrides):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key, value in rank_env.items():
+        monkeypatch.setenv(key, value)
+    callback = MlflowSweepCallback()
+    cfg = sweep_config(tmp_path, *overrides)
+    callback.on_multirun_start(cfg)
+    callback.on_multirun_end(cfg)
+    assert callback.parent is None
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no sweep folder, no parent record
+
+
+def test_rank_zero_creates_the_parent_and_its_record(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    callback = MlflowSweepCallback()
+    cfg = sweep_config(tmp_path)
+    callback.on_multirun_start(cfg)
+    record = Path(cfg.hydra.sweep.dir) / "mlflow_parent.json"
+    assert callback.parent is not None and record.is_file()
+    assert callback.parent.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert callback.parent.sweep_name == "baselines" and callback.parent.sweep_id.startswith("baselines-")
