@@ -46,9 +46,10 @@ from gdn.train.trainer import Trainer, TrainerSettings  # noqa: E402
 GDN_MIXER = {"num_heads": 2, "head_dim": 32, "expand_v": 1, "conv_size": 4, "use_short_conv": True, "use_gate": True,
              "use_delta": True, "use_output_gate": True, "use_output_norm": True, "qk_norm": "l2", "backend": "auto",
              "chunk_size": 32}  # conf/model/gdn.yaml
+# conf/scale/1.3b/gdn.yaml over conf/model/gdn.yaml
 GDN_1_3B = {"d_model": 2048, "n_layers": 21, "layers": ["gdn"], "mlp": True, "mlp_hidden": 5632,
             "tie_embeddings": False, "norm_eps": 1e-5, "init_std": 0.02,
-            "mixers": {"gdn": {**GDN_MIXER, "num_heads": 6, "head_dim": 256, "expand_v": 2}}}  # conf/scale/1.3b/gdn.yaml
+            "mixers": {"gdn": {**GDN_MIXER, "num_heads": 6, "head_dim": 256, "expand_v": 2}}}
 GDN_TINY = {"d_model": 128, "n_layers": 2, "layers": ["gdn"], "mixers": {"gdn": {**GDN_MIXER, "head_dim": 64}}}
 
 

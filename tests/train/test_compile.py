@@ -47,7 +47,8 @@ def test_activation_checkpointing_leaves_the_losses_unchanged(compose_config, tm
     steps = ["trainer.max_steps=4", "trainer.eval_every=4", "trainer.checkpoint_every=4", "model.n_layers=4"]
     plain = run(compose_config(*steps), tmp_path / "none").losses
     for mode in ("full", "selective", "op"):
-        losses = run(compose_config(*steps, f"trainer.parallel.activation_checkpointing={mode}"), tmp_path / mode).losses
+        cfg = compose_config(*steps, f"trainer.parallel.activation_checkpointing={mode}")
+        losses = run(cfg, tmp_path / mode).losses
         assert losses == plain, mode  # recomputation repeats the same float operations
 
 

@@ -22,15 +22,27 @@ def environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def run_in_own_session(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+    """Run `command` in a new session; on a timeout kill the whole session (torchrun's workers included)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    return proc.returncode, stdout, stderr
+
+
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "gdn.train",
-         *TINY_CLI, "trainer.max_steps=4", "trainer.checkpoint_every=4", "trainer.eval_every=4"],
-        env=environment(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    returncode, stdout, stderr = run_in_own_session(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m",
+         "gdn.train", *TINY_CLI, "trainer.max_steps=4", "trainer.checkpoint_every=4", "trainer.eval_every=4"],
+        environment(tmp_path), timeout=300)
+    assert returncode == 0, stderr[-4000:]
     run_dirs = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
     assert len(run_dirs) == 1, run_dirs
-    assert "on 2 x cpu" in proc.stdout and proc.stdout.count("final eval accuracy") == 1  # rank 0 prints
+    assert "on 2 x cpu" in stdout and stdout.count("final eval accuracy") == 1  # rank 0 prints
     latest = ckpt.latest_checkpoint(run_dirs[0] / "checkpoints")
     assert ckpt.read_trainer_state(latest)["world_size"] == 2
     assert sorted(p.name for p in latest.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
@@ -43,12 +55,16 @@ def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues(compose_config, 
         [sys.executable, "-m", "gdn.train", *TINY_CLI, "trainer.max_steps=100000", "trainer.checkpoint_every=10",
          "trainer.eval_every=100000", f"hydra.run.dir={run_dir}"],
         env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while ckpt.latest_checkpoint(run_dir / "checkpoints") is None:  # training is under way
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 240
+        while ckpt.latest_checkpoint(run_dir / "checkpoints") is None:  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     assert "SIGTERM: saved step" in stdout
     saved = ckpt.latest_checkpoint(run_dir / "checkpoints")

@@ -9,9 +9,9 @@
         COMPLETE              written once every rank's part is on disk, just before `latest` moves
 
 A crash mid-save leaves a step folder without COMPLETE and without `latest` pointing at it: the previous checkpoint
-stays the one resumed from, and the next complete save deletes the leftover. One process uses the same manager (DCP without a
-process group). DCP reshards on load, so a checkpoint loads into any world size; see Trainer.load for what else
-carries over.
+stays the one resumed from, and the next complete save deletes the leftover. One process uses the same manager
+(DCP without a process group). DCP reshards on load, so a checkpoint loads into any world size; Trainer.load says
+what else carries over.
 """
 from __future__ import annotations
 
