@@ -15,9 +15,9 @@ from gdn.sweep.parent import SweepParent, current_sweep_parent
 from gdn.train.tracking import is_rank_zero, run_tags
 
 
-def fail_sweep_job(cfg: DictConfig) -> float:
-    """Called from the job's `except` block: print the error, record it in MLflow, return the objective NaN
-    (an Optuna sweep records the trial as failed; the basic sweeper ignores it)."""
+def fail_sweep_job(cfg: DictConfig) -> None:
+    """Called from the job's `except` block: print the error, record it in MLflow, return no objective: the Optuna
+    sweeper then marks the trial FAIL and goes on (NaN would make optuna 2.x raise), the basic sweeper ignores it."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
@@ -27,7 +27,7 @@ def fail_sweep_job(cfg: DictConfig) -> float:
     if cfg.logging.enabled:
         record_failed_job(current_sweep_parent(), Path(hydra_cfg.runtime.output_dir), dict(hydra_cfg.runtime.choices),
                           cfg.seed, overrides, error_text)
-    return float("nan")
+    return None
 
 
 def record_failed_job(parent: SweepParent | None, run_dir: Path, choices: dict[str, str], seed: int,
