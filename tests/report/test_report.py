@@ -115,6 +115,12 @@ def test_report_of_a_sweep_with_per_length_metrics_and_a_failed_child(tmp_path: 
     for path in report.files:
         assert path.suffix != ".png" or path.read_bytes()[:8] == PNG_MAGIC
 
+    # The whole experiment: the same runs, logged beside (not over) the sweep's own report.
+    whole = write_report(uri, "difficulty", tmp_path / "experiment")
+    assert whole.logged_to == parent_id and whole.table_markdown == report.table_markdown
+    assert {a.path for a in client.list_artifacts(parent_id, "report_experiment")} == \
+        {p.replace("report/", "report_experiment/") for p in logged}
+
 
 def record(run_id: str, overrides: str, status: str = "FINISHED") -> RunRecord:
     return RunRecord(run_id, status, int(run_id, 16), {"overrides": overrides, "architecture": "gdn"}, {}, {})

@@ -9,7 +9,8 @@ from gdn.report.plots import all_plots
 from gdn.report.table import markdown_table, write_runs_csv
 from gdn.report.variants import group_variants
 
-ARTIFACT_DIR = "report"
+ARTIFACT_DIR = "report"                  # a sweep's report, in its parent run
+EXPERIMENT_ARTIFACT_DIR = "report_experiment"  # an experiment's report (all sweeps), in its newest parent run
 
 
 @dataclass
@@ -33,7 +34,8 @@ def report_markdown(run_set: RunSet, table: str, plots: list[Path]) -> str:
 
 def write_report(tracking_uri: str, target: str, out_dir: Path, log_to_parent: bool = True) -> Report:
     """Write report.md, runs.csv and the plots of `target` (parent run id or experiment name) into out_dir and, when
-    there is a parent run, log them to it under report/."""
+    there is a parent run, log them to it: under report/ for one sweep, report_experiment/ for a whole experiment
+    (into its newest parent run, whose own sweep report stays as it was)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -51,6 +53,7 @@ def write_report(tracking_uri: str, target: str, out_dir: Path, log_to_parent: b
     logged_to = None
     if log_to_parent and run_set.parent_run_id:
         for path in files:
-            client.log_artifact(run_set.parent_run_id, str(path), ARTIFACT_DIR)
+            client.log_artifact(run_set.parent_run_id, str(path),
+                                EXPERIMENT_ARTIFACT_DIR if run_set.whole_experiment else ARTIFACT_DIR)
         logged_to = run_set.parent_run_id
     return Report(run_set, table, files, logged_to)

@@ -1,6 +1,7 @@
 """`gdn-report EXPERIMENT_OR_PARENT_RUN`: the comparison table of a sweep, printed, written and logged to MLflow.
 
-    gdn-report baselines                         # an experiment: all its runs; artifacts to its newest sweep
+    gdn-report baselines                         # an experiment: all its runs; artifacts to report_experiment/
+                                                 # of its newest sweep's parent run
     gdn-report 3f2c...e1                         # one sweep: the children of this parent run
     gdn-report baselines --out reports/baselines --tracking-uri http://127.0.0.1:5000
 """

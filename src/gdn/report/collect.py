@@ -42,6 +42,7 @@ class RunSet:
     experiment_id: str
     parent_run_id: str | None   # where the report's artifacts go (None: an experiment without any sweep)
     runs: list[RunRecord]
+    whole_experiment: bool = False  # the target was an experiment (runs of all its sweeps), not one sweep
 
 
 def _is_run_id(text: str) -> bool:
@@ -80,7 +81,8 @@ def collect_runs(client, target: str, with_history: bool = True) -> RunSet:
     all_runs = client.search_runs([experiment.experiment_id], max_results=10000, order_by=["attributes.start_time DESC"])
     parents = [r for r in all_runs if r.data.tags.get(PARENT_TAG) == "parent"]
     runs = by_start_time([_record(client, r, with_history) for r in all_runs if r.data.tags.get(PARENT_TAG) != "parent"])
-    return RunSet(target, experiment.experiment_id, parents[0].info.run_id if parents else None, runs)
+    return RunSet(target, experiment.experiment_id, parents[0].info.run_id if parents else None, runs,
+                  whole_experiment=True)
 
 
 def by_start_time(runs: list[RunRecord]) -> list[RunRecord]:
