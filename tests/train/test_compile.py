@@ -63,3 +63,25 @@ def test_selective_checkpointing_wraps_every_kth_block_and_keeps_the_parameter_n
     parallelize(model, ParallelSettings(activation_checkpointing="selective", ac_every=2), torch.device("cpu"))
     assert [isinstance(b, CheckpointWrapper) for b in model.blocks] == [True, False, True, False]
     assert list(model.state_dict()) == names
+
+
+def test_a_checkpointed_block_with_a_triton_mixer_is_still_compiled():
+    from torch._dynamo.testing import CompileCounter
+
+    from gdn.train.parallelize import ParallelSettings, prepare_block
+
+    x = torch.randn(1, 16, 32, requires_grad=True)
+    eager = gdn_block("triton")
+    expected = eager(x)
+    expected.square().sum().backward()
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    block = prepare_block(gdn_block("triton"), 0, ParallelSettings(activation_checkpointing="full", compile=True),
+                          torch.device("cpu"), compile_backend=counter)
+    y = block(x)
+    y.square().sum().backward()
+    assert counter.frame_count >= 1 and counter.op_count > 0  # norms, residual and MLP in compiled graphs
+    assert torch.allclose(y, expected, atol=1e-6)
+    grads = dict(block.named_parameters())
+    for name, param in eager.named_parameters():
+        assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name

@@ -1,8 +1,13 @@
-"""Apply, in torchtitan's order, activation checkpointing, torch.compile and FSDP2 to a LanguageModel.
+"""Apply torch.compile, activation checkpointing and FSDP2 to a LanguageModel.
 
-    for each block: checkpoint_wrapper (none | full | selective: every k-th block | op: every block, saving the
-    matmul and attention outputs) -> block.compile() -> fully_shard
+    for each block: block.compile() -> checkpoint_wrapper (none | full | selective: every k-th block | op: every
+    block, saving the matmul and attention outputs) -> fully_shard
     then fully_shard(model): the root group holds what is left, the embedding, final norm and LM head together.
+
+Compile inside the checkpoint (torchtitan wraps the other way round): our blocks have a graph break (a Triton mixer,
+below), and Dynamo cannot compile a checkpointed region with a break in it, so compiling the checkpoint wrapper
+would leave the whole block eager; a compiled block inside an eager checkpoint is compiled in the forward and in the
+recomputation alike.
 
 Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
 GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing
@@ -18,6 +23,7 @@ the breaks of both.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -73,13 +79,22 @@ def runs_triton_kernels(mixer: nn.Module, device: torch.device) -> bool:
     return backend == "triton" or (backend == "auto" and device.type == "cuda")
 
 
-def compile_block(block: nn.Module, device: torch.device) -> None:
+def compile_block(block: nn.Module, device: torch.device, backend: str | Callable = "inductor") -> None:
     """torch.compile in place (parameter names stay those of the eager model, so checkpoints match), with a
     Triton mixer kept out of the graph (one graph break per mixer call, see the module docstring)."""
-    inner = getattr(block, "_checkpoint_wrapped_module", block)
-    if runs_triton_kernels(inner.mixer, device):
-        inner.mixer.forward = torch.compiler.disable(inner.mixer.forward)
-    block.compile()
+    if runs_triton_kernels(block.mixer, device):
+        block.mixer.forward = torch.compiler.disable(block.mixer.forward)
+    block.compile(backend=backend)
+
+
+def prepare_block(block: nn.Module, index: int, settings: ParallelSettings, device: torch.device,
+                  compile_backend: str | Callable = "inductor") -> nn.Module:
+    """The block as it trains: compiled (if on), then checkpointed (if this block is)."""
+    if settings.compile_enabled(device):
+        compile_block(block, device, compile_backend)
+    if checkpointed(index, settings):
+        block = wrap_checkpointed(block, settings.activation_checkpointing)
+    return block
 
 
 def checkpointed(index: int, settings: ParallelSettings) -> bool:
@@ -126,13 +141,8 @@ def disable_gradient_division(module: nn.Module) -> None:
 def parallelize(model: nn.Module, settings: ParallelSettings, device: torch.device,
                 mesh: DeviceMesh | None = None) -> nn.Module:
     """Wrap `model` (a LanguageModel on `device`) in place and return it; mesh None = one process, no sharding."""
-    compile_blocks = settings.compile_enabled(device)
     for index, block in enumerate(model.blocks):
-        if checkpointed(index, settings):
-            block = wrap_checkpointed(block, settings.activation_checkpointing)
-        if compile_blocks:
-            compile_block(block, device)
-        model.blocks[index] = block
+        model.blocks[index] = prepare_block(block, index, settings, device)
     if mesh is None:
         return model
     policy = settings.mixed_precision(device)
