@@ -17,7 +17,9 @@ def sweep_config(tmp_path: Path, *overrides: str):
                                                        *overrides], return_hydra_config=True)
 
 
-@pytest.mark.parametrize("rank_env, overrides", [({"RANK": "1"}, []), ({"SLURM_PROCID": "3"}, []), ({}, ["logging=none"])])
+@pytest.mark.parametrize("rank_env, overrides", [
+    ({"RANK": "1"}, []), ({"SLURM_PROCID": "3"}, []), ({}, ["logging=none"]),
+])
 def test_no_parent_run_off_rank_zero_or_without_tracking(tmp_path: Path, monkeypatch, rank_env, overrides):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("SLURM_PROCID", raising=False)

@@ -49,17 +49,20 @@ def _is_run_id(text: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
-def _record(client, run, with_history: bool) -> RunRecord:
-    record = RunRecord(run.info.run_id, run.info.status, run.info.start_time, dict(run.data.tags),
-                       dict(run.data.params), dict(run.data.metrics))
-    if with_history:
+def _records(client, runs) -> list[RunRecord]:
+    """RunRecords with their histories, in the order the runs started."""
+    records = []
+    for run in runs:
+        record = RunRecord(run.info.run_id, run.info.status, run.info.start_time, dict(run.data.tags),
+                           dict(run.data.params), dict(run.data.metrics))
         for key in (*HISTORY_KEYS, *(k for k in record.metrics if is_mfu(k))):
             if key in record.metrics:
                 record.histories[key] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-    return record
+        records.append(record)
+    return sorted(records, key=lambda r: (r.start_time, r.run_id))
 
 
-def collect_runs(client, target: str, with_history: bool = True) -> RunSet:
+def collect_runs(client, target: str) -> RunSet:
     """The runs of `target` (a parent run id or an experiment name); a clear error when it is neither."""
     from mlflow.exceptions import MlflowException
 
@@ -71,19 +74,15 @@ def collect_runs(client, target: str, with_history: bool = True) -> RunSet:
         if parent is not None:
             experiment_id = parent.info.experiment_id
             runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{target}'", max_results=10000)
-            title = parent.data.tags.get("sweep_id", target)
-            return RunSet(title, experiment_id, target, by_start_time([_record(client, r, with_history) for r in runs]))
+            return RunSet(parent.data.tags.get("sweep_id", target), experiment_id, target, _records(client, runs))
     experiment = client.get_experiment_by_name(target)
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments())
         raise ValueError(f"{target!r} is neither a run id nor an experiment in this MLflow store; experiments: "
                          f"{', '.join(names) or 'none'} (set --tracking-uri or MLFLOW_TRACKING_URI for another store)")
-    all_runs = client.search_runs([experiment.experiment_id], max_results=10000, order_by=["attributes.start_time DESC"])
+    all_runs = client.search_runs([experiment.experiment_id], max_results=10000,
+                                  order_by=["attributes.start_time DESC"])
     parents = [r for r in all_runs if r.data.tags.get(PARENT_TAG) == "parent"]
-    runs = by_start_time([_record(client, r, with_history) for r in all_runs if r.data.tags.get(PARENT_TAG) != "parent"])
+    runs = _records(client, [r for r in all_runs if r.data.tags.get(PARENT_TAG) != "parent"])
     return RunSet(target, experiment.experiment_id, parents[0].info.run_id if parents else None, runs,
                   whole_experiment=True)
-
-
-def by_start_time(runs: list[RunRecord]) -> list[RunRecord]:
-    return sorted(runs, key=lambda r: (r.start_time, r.run_id))
