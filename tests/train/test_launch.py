@@ -1,5 +1,5 @@
-"""Launch paths as users run them: `gdn-train` under torchrun (one run folder for all ranks), and SIGTERM
-(Slurm pre-emption) saving a checkpoint that a resumed run continues from."""
+"""Launch paths as users run them: a `gdn-train -m` sweep under torchrun (one folder for all ranks, each job a
+2-rank run), and SIGTERM (Slurm pre-emption) saving a checkpoint that a resumed run continues from."""
 import os
 import signal
 import subprocess
@@ -34,19 +34,22 @@ def run_in_own_session(command: list[str], env: dict[str, str], timeout: float) 
     return proc.returncode, stdout, stderr
 
 
-def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path):
+def test_a_sweep_under_torchrun_runs_each_job_on_both_ranks_in_one_folder(tmp_path: Path):
     returncode, stdout, stderr = run_in_own_session(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m",
-         "gdn.train", *TINY_CLI, "trainer.max_steps=4", "trainer.checkpoint_every=4", "trainer.eval_every=4"],
+         "gdn.train", "-m", "seed=0,1", *TINY_CLI, "trainer.max_steps=2", "trainer.checkpoint_every=2",
+         "trainer.eval_every=2"],
         environment(tmp_path), timeout=300)
     assert returncode == 0, stderr[-4000:]
-    run_dirs = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
-    assert len(run_dirs) == 1, run_dirs
-    assert "on 2 x cpu" in stdout and stdout.count("final eval accuracy") == 1  # rank 0 prints
-    latest = ckpt.latest_checkpoint(run_dirs[0] / "checkpoints")
-    assert ckpt.read_trainer_state(latest)["world_size"] == 2
-    assert sorted(p.name for p in latest.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
-    assert (run_dirs[0] / ".hydra" / "config.yaml").is_file()
+    sweeps = list((tmp_path / "multiruns").glob("*/*"))
+    assert len(sweeps) == 1, sweeps  # both ranks formatted rank 0's launch time
+    assert sorted(p.name for p in sweeps[0].iterdir() if p.is_dir()) == ["0", "1"]
+    assert stdout.count("on 2 x cpu") == 2 and stdout.count("final eval accuracy") == 2  # rank 0 prints, per job
+    for job in ("0", "1"):
+        latest = ckpt.latest_checkpoint(sweeps[0] / job / "checkpoints")
+        assert ckpt.read_trainer_state(latest)["world_size"] == 2
+        assert sorted(p.name for p in latest.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
+        assert (sweeps[0] / job / ".hydra" / "config.yaml").is_file()
 
 
 def test_sigterm_saves_a_checkpoint_and_a_resumed_run_continues(compose_config, tmp_path: Path):
