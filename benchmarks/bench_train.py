@@ -72,7 +72,8 @@ def build_trainer(model_config: dict, vocab_size: int, data: RandomTokens, paral
                   precision: str, loss_chunk_tokens: int | None, folder: Path):
     device = dist_utils.local_device("auto")
     torch.manual_seed(0)
-    model = LanguageModel(vocab_size=vocab_size, **model_config).to(device)
+    with device:  # initialise on the GPU itself (1.4B parameters take a while on the CPU)
+        model = LanguageModel(vocab_size=vocab_size, **model_config)
     flops = training_flops_per_token(model, data.seq_len)
     mesh = dist_utils.ParallelDims.from_config(parallel.dp_replicate, parallel.dp_shard,
                                                dist_utils.world_size()).build_mesh(device.type)
