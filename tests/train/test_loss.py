@@ -54,3 +54,19 @@ def test_model_with_the_chunked_head_matches_the_logits_path():
     assert abs(chunked.item() - plain.item()) <= 1e-6 * plain.item()
     for got, want in zip((p.grad for p in model.parameters()), expected):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_under_bf16_autocast_the_chunked_loss_matches_to_bf16_precision():
+    hidden, weight, labels = inputs(tokens=150, d=64, vocab=300)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = summed_cross_entropy(F.linear(hidden, weight), labels)
+    plain.backward()
+    expected = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked = chunked_linear_cross_entropy(hidden, weight, labels, 64)
+    chunked.backward()
+    assert abs(chunked.item() - plain.item()) <= 1e-3 * abs(plain.item())
+    assert hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
+    for got, want in zip((hidden.grad, weight.grad), expected):
+        assert (got - want).norm() <= 1e-2 * want.norm()
