@@ -23,7 +23,8 @@ def assert_close(losses, reference, rel=1e-5):
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """One spawn of 2 ranks runs: 10 steps FSDP; 5 steps (async checkpoint) then resume to 10; 10 steps HSDP."""
+    """One spawn of 2 ranks runs: 10 steps FSDP; 5 steps (async checkpoint) then resume to 10; 10 steps HSDP;
+    10 steps of 2 accumulated micro-batches."""
     from hydra import compose, initialize_config_dir
 
     from gdn.train.main import CONF_DIR, register_resolvers
@@ -46,11 +47,14 @@ def two_process_runs(tmp_path_factory):
         (plain(compose_tiny("trainer.stop_after_steps=5", "trainer.async_checkpoint=true")), tmp / "stopped"),
         (plain(compose_tiny("trainer.resume=auto")), tmp / "stopped"),
         (plain(compose_tiny("trainer.parallel.dp_replicate=2")), tmp / "hsdp"),
+        (plain(compose_tiny("trainer.grad_accum=2")), tmp / "accumulated"),
     ]
     results = spawn_runs(jobs, world_size=2)
     single = run(compose_tiny(), tmp / "single")
+    single_accumulated = run(compose_tiny("trainer.grad_accum=2"), tmp / "single_accumulated")
     return {"straight": results[0], "stopped": results[1], "resumed": results[2], "hsdp": results[3],
-            "single": single, "compose": compose_tiny, "tmp": tmp}
+            "accumulated": results[4], "single": single, "single_accumulated": single_accumulated,
+            "compose": compose_tiny, "tmp": tmp}
 
 
 def test_fsdp_on_two_processes_gives_the_single_process_losses(two_process_runs):
@@ -65,6 +69,12 @@ def test_fsdp_on_two_processes_gives_the_single_process_losses(two_process_runs)
 def test_hsdp_gives_the_single_process_losses(two_process_runs):
     assert_close(two_process_runs["hsdp"].losses, two_process_runs["single"].losses)
     assert_close(two_process_runs["hsdp"].grad_norms, two_process_runs["single"].grad_norms)
+
+
+def test_gradient_accumulation_on_two_processes_gives_the_single_process_losses(two_process_runs):
+    assert_close(two_process_runs["accumulated"].losses, two_process_runs["single_accumulated"].losses)
+    assert_close(two_process_runs["accumulated"].grad_norms, two_process_runs["single_accumulated"].grad_norms)
+    assert two_process_runs["accumulated"].losses != two_process_runs["straight"].losses  # other batches
 
 
 def test_two_process_stop_and_resume_is_bit_exact(two_process_runs):
