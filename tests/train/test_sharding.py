@@ -44,6 +44,9 @@ def test_slurm_variables_become_torchrun_variables():
     slurm_to_torch_env(env)
     assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_ADDR"], env["MASTER_PORT"]) == \
         ("5", "16", "5", "h100-12", str(20000 + 123456 % 20000))
+    step = {"SLURM_PROCID": "1", "SLURM_NTASKS": "16", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NODELIST": "a1"}
+    slurm_to_torch_env(step)  # an srun step of 2 tasks inside a larger allocation
+    assert (step["RANK"], step["WORLD_SIZE"], step["MASTER_ADDR"]) == ("1", "2", "a1")
     torchrun = {"RANK": "1", "WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
     slurm_to_torch_env(torchrun)  # torchrun's own variables win
     assert torchrun["RANK"] == "1" and "MASTER_ADDR" not in torchrun

@@ -75,13 +75,15 @@ def first_slurm_host(nodelist: str) -> str:
 
 def slurm_to_torch_env(environ: dict[str, str] | None = None) -> None:
     """Fill RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from Slurm's variables when a Slurm task
-    was started without torchrun (torchrun's own variables win). MASTER_PORT: 20000 + job id mod 20000, the same
-    on every task of a job and different for jobs sharing a node."""
+    was started by srun (submitit does so) without torchrun (torchrun's own variables win). The world is the srun
+    step's tasks (SLURM_STEP_NUM_TASKS, else SLURM_NTASKS). MASTER_PORT: 20000 + job id mod 20000, the same on
+    every task of a job and different for jobs sharing a node."""
     env = os.environ if environ is None else environ
-    if "RANK" in env or "SLURM_PROCID" not in env or int(env.get("SLURM_NTASKS", "1")) <= 1:
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
+    if "RANK" in env or "SLURM_PROCID" not in env or tasks <= 1:
         return
     env["RANK"] = env["SLURM_PROCID"]
-    env["WORLD_SIZE"] = env["SLURM_NTASKS"]
+    env["WORLD_SIZE"] = str(tasks)
     env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
     env.setdefault("MASTER_ADDR", first_slurm_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))))
     env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
