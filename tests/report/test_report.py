@@ -118,6 +118,7 @@ def test_report_of_a_sweep_with_per_length_metrics_and_a_failed_child(tmp_path: 
     # The whole experiment: the same runs, logged beside (not over) the sweep's own report.
     whole = write_report(uri, "difficulty", tmp_path / "experiment")
     assert whole.logged_to == parent_id and whole.table_markdown == report.table_markdown
+    assert (report.artifact_dir, whole.artifact_dir) == ("report", "report_experiment")
     assert {a.path for a in client.list_artifacts(parent_id, "report_experiment")} == \
         {p.replace("report/", "report_experiment/") for p in logged}
 

@@ -19,6 +19,7 @@ class Report:
     table_markdown: str
     files: list[Path]          # report.md, runs.csv and the plots, all under the output folder
     logged_to: str | None      # the parent run that holds them as artifacts
+    artifact_dir: str          # ... under this folder
 
 
 def report_markdown(run_set: RunSet, table: str, plots: list[Path]) -> str:
@@ -51,9 +52,9 @@ def write_report(tracking_uri: str, target: str, out_dir: Path, log_to_parent: b
     (out_dir / "report.md").write_text(report_markdown(run_set, table, plots))
     files = [out_dir / "report.md", out_dir / "runs.csv", *plots]
     logged_to = None
+    artifact_dir = EXPERIMENT_ARTIFACT_DIR if run_set.whole_experiment else ARTIFACT_DIR
     if log_to_parent and run_set.parent_run_id:
         for path in files:
-            client.log_artifact(run_set.parent_run_id, str(path),
-                                EXPERIMENT_ARTIFACT_DIR if run_set.whole_experiment else ARTIFACT_DIR)
+            client.log_artifact(run_set.parent_run_id, str(path), artifact_dir)
         logged_to = run_set.parent_run_id
-    return Report(run_set, table, files, logged_to)
+    return Report(run_set, table, files, logged_to, artifact_dir)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     print(f"# {report.run_set.title}\n\n{report.table_markdown}")
     print(f"wrote {', '.join(p.name for p in report.files)} to {out_dir}"
-          + (f"; logged to parent run {report.logged_to} under report/" if report.logged_to else ""))
+          + (f"; logged to parent run {report.logged_to} under {report.artifact_dir}/" if report.logged_to else ""))
 
 
 if __name__ == "__main__":
