@@ -10,11 +10,12 @@ from gdn.sweep.callback import MlflowSweepCallback
 from gdn.train.main import CONF_DIR, register_resolvers
 
 
-def sweep_config(tmp_path: Path, *overrides: str):
+def sweep_config(tmp_path: Path, *overrides: str, sweep: str | None = "baselines"):
     register_resolvers()
+    named = [f"+sweep={sweep}"] if sweep else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"paths.output_root={tmp_path}", "+sweep=baselines",
-                                                       *overrides], return_hydra_config=True)
+        return compose(config_name="train", overrides=[f"paths.output_root={tmp_path}", *named, *overrides],
+                       return_hydra_config=True)
 
 
 @pytest.mark.parametrize("rank_env, overrides", [
@@ -44,3 +45,17 @@ def test_rank_zero_creates_the_parent_and_its_record(tmp_path: Path, monkeypatch
     assert callback.parent is not None and record.is_file()
     assert callback.parent.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert callback.parent.sweep_name == "baselines" and callback.parent.sweep_id.startswith("baselines-")
+
+
+def test_a_multirun_without_a_named_sweep_is_a_parent_in_the_default_experiment(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    callback = MlflowSweepCallback()
+    callback.on_multirun_start(sweep_config(tmp_path, sweep=None))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=callback.parent.tracking_uri)
+    assert client.get_experiment(callback.parent.experiment_id).name == "gdn"
+    assert callback.parent.sweep_name == "multirun"
+    assert client.get_run(callback.parent.run_id).data.tags["sweep_role"] == "parent"

@@ -52,7 +52,8 @@ class MlflowSweepCallback(Callback):
         sweep_name = OmegaConf.select(config, "sweep.name", default=ADHOC_SWEEP_NAME)
         sweep_id = f"{sweep_name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
         sweep_dir = Path(config.hydra.sweep.dir)
-        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {}, resolve=True)
+        params = config.hydra.sweeper.get("params")  # None for a plain `gdn-train -m a=1,2` (sweep on the command line)
+        params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
         run = client.create_run(experiment_id, run_name=sweep_id, tags={
             **git_state(REPO_ROOT), "sweep_id": sweep_id, "sweep_name": sweep_name, "sweep_role": "parent",
             "overrides": " ".join(config.hydra.overrides.task)[:5000], "sweep_dir": str(sweep_dir),
