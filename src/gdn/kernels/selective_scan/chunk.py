@@ -104,6 +104,24 @@ def _backward_inputs(checkpoint_ptr, x_ptr, dt_ptr, dy_ptr, B_ptr, C_ptr, first_
 
 
 @triton.jit
+def channel_block(channels, states, A_ptr, D_ptr, dt_bias_ptr, D_CH: tl.constexpr, N: tl.constexpr,
+                   BD: tl.constexpr, HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr):
+    """A program's masks and state offsets, and its channels' constants in fp32: A [BD, BN], the D skip and the
+    dt bias [BD] (zeros where absent)."""
+    channel_mask, state_mask = channels < D_CH, states < N
+    state_offsets = channels[:, None] * N + states[None, :]
+    state_mask_2d = channel_mask[:, None] & state_mask[None, :]
+    A = tl.load(A_ptr + state_offsets, mask=state_mask_2d, other=0.0).to(tl.float32)
+    skip = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_D:
+        skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    dt_bias = tl.zeros((BD,), dtype=tl.float32)
+    if HAS_DT_BIAS:
+        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    return channel_mask, state_mask, state_offsets, state_mask_2d, A, skip, dt_bias
+
+
+@triton.jit
 def _tile_states(h_in, A, x, dt, B):
     """Every state of a tile, h_t [BT, BD, BN], from the state entering it; also a_t and u_t [BT, BD, BN]."""
     decay = tl.exp(dt[:, :, None] * A[None, :, :])
@@ -124,16 +142,8 @@ def scan_forward_kernel(
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     start, end = tl.load(cu_seqlens_ptr + i_s), tl.load(cu_seqlens_ptr + i_s + 1)
     channels, states, steps = i_d * BD + tl.arange(0, BD), tl.arange(0, BN), tl.arange(0, BT)
-    channel_mask, state_mask = channels < D_CH, states < N
-    state_offsets = channels[:, None] * N + states[None, :]
-    state_mask_2d = channel_mask[:, None] & state_mask[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=state_mask_2d, other=0.0).to(tl.float32)
-    skip = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-    dt_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_DT_BIAS:
-        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    channel_mask, state_mask, state_offsets, state_mask_2d, A, skip, dt_bias = channel_block(
+        channels, states, A_ptr, D_ptr, dt_bias_ptr, D_CH, N, BD, HAS_D, HAS_DT_BIAS)
     h = tl.zeros((BD, BN), dtype=tl.float32)
     if HAS_H0:
         h += tl.load(h0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)
@@ -175,16 +185,8 @@ def scan_backward_kernel(
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     start, end = tl.load(cu_seqlens_ptr + i_s), tl.load(cu_seqlens_ptr + i_s + 1)
     channels, states, steps = i_d * BD + tl.arange(0, BD), tl.arange(0, BN), tl.arange(0, BT)
-    channel_mask, state_mask = channels < D_CH, states < N
-    state_offsets = channels[:, None] * N + states[None, :]
-    state_mask_2d = channel_mask[:, None] & state_mask[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=state_mask_2d, other=0.0).to(tl.float32)
-    skip = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-    dt_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_DT_BIAS:
-        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    channel_mask, state_mask, state_offsets, state_mask_2d, A, skip, dt_bias = channel_block(
+        channels, states, A_ptr, D_ptr, dt_bias_ptr, D_CH, N, BD, HAS_D, HAS_DT_BIAS)
     dh = tl.zeros((BD, BN), dtype=tl.float32)  # dL/dh of the state leaving the current tile, from later tokens
     if HAS_DFINAL:
         dh += tl.load(dfinal_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)

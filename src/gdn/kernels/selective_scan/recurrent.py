@@ -13,7 +13,7 @@ import triton.language as tl
 
 from gdn.kernels.gated_delta._common import new_buffer
 from gdn.kernels.selective_scan._common import check_inputs, scan_layout, state_block
-from gdn.kernels.selective_scan.chunk import chunk_selective_scan, flat_inputs, softplus
+from gdn.kernels.selective_scan.chunk import channel_block, chunk_selective_scan, flat_inputs, softplus
 
 
 @triton.jit
@@ -26,16 +26,8 @@ def scan_step_kernel(
     i_d, i_s = tl.program_id(0), tl.program_id(1)
     start, end = tl.load(cu_seqlens_ptr + i_s), tl.load(cu_seqlens_ptr + i_s + 1)
     channels, states = i_d * BD + tl.arange(0, BD), tl.arange(0, BN)
-    channel_mask, state_mask = channels < D_CH, states < N
-    state_offsets = channels[:, None] * N + states[None, :]
-    state_mask_2d = channel_mask[:, None] & state_mask[None, :]
-    A = tl.load(A_ptr + state_offsets, mask=state_mask_2d, other=0.0).to(tl.float32)
-    skip = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_D:
-        skip += tl.load(D_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
-    dt_bias = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_DT_BIAS:
-        dt_bias += tl.load(dt_bias_ptr + channels, mask=channel_mask, other=0.0).to(tl.float32)
+    channel_mask, state_mask, state_offsets, state_mask_2d, A, skip, dt_bias = channel_block(
+        channels, states, A_ptr, D_ptr, dt_bias_ptr, D_CH, N, BD, HAS_D, HAS_DT_BIAS)
     h = tl.zeros((BD, BN), dtype=tl.float32)
     if HAS_H0:
         h += tl.load(h0_ptr + i_s.to(tl.int64) * D_CH * N + state_offsets, mask=state_mask_2d, other=0.0)
