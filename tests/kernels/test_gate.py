@@ -4,13 +4,9 @@ import pytest
 import torch
 
 from gdn.kernels.gate import gdn_gate, gdn_gate_reference
+from tests.kernels.checks import DEVICE, relative_error
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conftest.py
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def gdn_gate_parameters(num_heads):

@@ -21,8 +21,9 @@ from gdn.kernels import (
     recurrent_gated_delta_rule_reference,
 )
 from gdn.kernels.gated_delta import _common
+from tests.kernels import checks
+from tests.kernels.checks import DEVICE, assert_within, outputs_and_gradients, relative_error
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF_TOLERANCE = dict(o=5e-3, final_state=5e-3, dq=8e-3, dk=8e-3, dv=8e-3, dinitial_state=8e-3, dg=2e-2, dbeta=2e-2)
 FP32_TOLERANCE = {name: 1e-5 for name in HALF_TOLERANCE}
 
@@ -31,11 +32,6 @@ FP32_TOLERANCE = {name: 1e-5 for name in HALF_TOLERANCE}
 def nan_filled_buffers(monkeypatch):
     """Every buffer the kernels allocate starts as NaN, so an element a kernel leaves unwritten fails the test."""
     monkeypatch.setattr(_common, "poison_outputs", True)
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """||actual - expected|| / ||expected|| (the relative RMSE); NaN anywhere gives NaN, which fails any bound."""
-    return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()
 
 
 def random_inputs(B, T, H, K, V, dtype, num_states=None, l2norm=False, seed=0):
@@ -60,27 +56,11 @@ def random_inputs(B, T, H, K, V, dtype, num_states=None, l2norm=False, seed=0):
 
 
 def run(fn, inputs, cotangents=None, **kwargs):
-    """o, final state and the gradients of <o, do> + <final, dfinal> (random do, dfinal drawn on first use)."""
-    inputs = {name: x.detach().clone().requires_grad_() for name, x in inputs.items()}
-    o, final = fn(**inputs, output_final_state=True, **kwargs)
-    if cotangents is None:
-        gen = torch.Generator(DEVICE).manual_seed(123)
-        cotangents = [torch.randn(x.shape, generator=gen, device=DEVICE) for x in (o, final)]
-    (o.double() * cotangents[0].double()).sum().add((final.double() * cotangents[1].double()).sum()).backward()
-    results = {"o": o.detach(), "final_state": final.detach()}
-    results.update({f"d{name}": x.grad for name, x in inputs.items()})
-    return results, cotangents
+    return outputs_and_gradients(fn, inputs, "o", cotangents, **kwargs)
 
 
 def compare(inputs, reference, **kwargs) -> dict[str, float]:
-    ours, cotangents = run(chunk_gated_delta_rule, inputs, **kwargs)
-    expected, _ = run(reference, {name: x.double() for name, x in inputs.items()}, cotangents, **kwargs)
-    return {name: relative_error(ours[name], expected[name]) for name in expected}
-
-
-def assert_within(errors: dict[str, float], tolerance: dict[str, float]) -> None:
-    failed = {name: err for name, err in errors.items() if not err < tolerance[name]}
-    assert not failed, f"errors over tolerance: {failed} (all: {errors})"
+    return checks.compare(chunk_gated_delta_rule, reference, inputs, "o", **kwargs)
 
 
 CPU_CASES = [  # (T, K, V, dtype, l2norm, initial state)

@@ -2,13 +2,9 @@ import pytest
 import torch
 
 from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference
+from tests.kernels.checks import DEVICE, relative_error
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conftest.py
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def check_against_reference(shape, dtype, tolerance, eps=1e-5):

@@ -5,12 +5,9 @@ import torch.nn.functional as F
 
 from gdn.kernels.selective_scan import selective_scan
 from gdn.kernels.selective_scan.reference import selective_scan_reference
+from tests.kernels.checks import relative_error
 
 CHANNELS, STATES = 6, 4
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 def random_inputs(batch, length, num_states=None, seed=0):

@@ -15,6 +15,8 @@ import pytest
 import torch.nn.functional as F
 
 from gdn.kernels.gated_delta import _common
+from tests.kernels import checks
+from tests.kernels.checks import DEVICE, assert_within, outputs_and_gradients, relative_error
 from gdn.kernels.selective_scan._common import TILE
 from gdn.kernels.selective_scan import (
     chunk_selective_scan,
@@ -23,7 +25,6 @@ from gdn.kernels.selective_scan import (
     selective_scan_torch,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HALF_TOLERANCE = dict(y=5e-3, final_state=5e-3, dx=8e-3, dinitial_state=8e-3,
                       ddt=2e-2, dA=2e-2, dB=2e-2, dC=2e-2, dD=2e-2, ddt_bias=2e-2)
 FP32_TOLERANCE = {name: 1e-5 for name in HALF_TOLERANCE}
@@ -33,11 +34,6 @@ FP32_TOLERANCE = {name: 1e-5 for name in HALF_TOLERANCE}
 def nan_filled_buffers(monkeypatch):
     """Every buffer the kernels allocate starts as NaN, so an element a kernel leaves unwritten fails the test."""
     monkeypatch.setattr(_common, "poison_outputs", True)
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """||actual - expected|| / ||expected|| (the relative RMSE); NaN anywhere gives NaN, which fails any bound."""
-    return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()
 
 
 def random_inputs(B, T, channels, states, dtype, num_states=None, skip=True, raw_dt=False, seed=0):
@@ -67,27 +63,11 @@ def random_inputs(B, T, channels, states, dtype, num_states=None, skip=True, raw
 
 
 def run(fn, inputs, cotangents=None, **kwargs):
-    """y, final state and the gradients of <y, dy> + <final, dfinal> (random dy, dfinal drawn on first use)."""
-    inputs = {name: x.detach().clone().requires_grad_() for name, x in inputs.items()}
-    y, final = fn(**inputs, output_final_state=True, **kwargs)
-    if cotangents is None:
-        gen = torch.Generator(DEVICE).manual_seed(123)
-        cotangents = [torch.randn(t.shape, generator=gen, device=DEVICE) for t in (y, final)]
-    (y.double() * cotangents[0].double()).sum().add((final.double() * cotangents[1].double()).sum()).backward()
-    results = {"y": y.detach(), "final_state": final.detach()}
-    results.update({f"d{name}": x.grad for name, x in inputs.items()})
-    return results, cotangents
+    return outputs_and_gradients(fn, inputs, "y", cotangents, **kwargs)
 
 
 def compare(inputs, reference, **kwargs) -> dict[str, float]:
-    ours, cotangents = run(chunk_selective_scan, inputs, **kwargs)
-    expected, _ = run(reference, {name: x.double() for name, x in inputs.items()}, cotangents, **kwargs)
-    return {name: relative_error(ours[name], expected[name]) for name in expected}
-
-
-def assert_within(errors: dict[str, float], tolerance: dict[str, float]) -> None:
-    failed = {name: err for name, err in errors.items() if not err < tolerance[name]}
-    assert not failed, f"errors over tolerance: {failed} (all: {errors})"
+    return checks.compare(chunk_selective_scan, reference, inputs, "y", **kwargs)
 
 
 CPU_CASES = [  # (B, T, channels, d_state, dtype, initial state); 16 channels per program at d_state 16

@@ -2,13 +2,9 @@ import pytest
 import torch
 
 from gdn.kernels.short_conv import short_conv, short_conv_reference, short_conv_step
+from tests.kernels.checks import DEVICE, relative_error
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conftest.py
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def make_inputs(batch, length, channels, width, num_seqs, device=DEVICE, bias=True, state=True):

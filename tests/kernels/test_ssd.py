@@ -4,12 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from gdn.kernels.ssd import chunk_ssd_torch, recurrent_ssd_reference
+from tests.kernels.checks import relative_error
 
 CHUNK = 16  # small chunks keep the tests fast while T still covers 1, exact and partial chunks
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 def random_inputs(T, batch=1, H=4, P=6, G=2, N=5, num_states=None, seed=0):
