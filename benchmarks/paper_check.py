@@ -1,0 +1,226 @@
+"""The paper's recall check at a small scale on one GPU: every architecture trained briefly on MQAR and on
+S-NIAH-2-style retrieval text, then MQAR accuracy over a grid and S-NIAH-2 accuracy per length (1K-8K).
+
+Needs only torch, Triton and PyYAML (no Hydra, MLflow, datasets or tokenizers): models come from
+gdn.models.config_files.model_kwargs, text is byte-level (gdn.data.byte_tokenizer, vocabulary 256), and the
+evaluation is gdn-eval's own code (gdn.eval.mqar_grid.mqar_grid, gdn.eval.niah.niah_accuracy).
+
+Training (one model per architecture, same steps, data and seed): a plain loop, bf16 autocast on CUDA, AdamW,
+warm-up then cosine decay. Steps alternate between
+  - an MQAR batch (gdn.data.mqar, byte vocabulary, 4..max key-value pairs per batch, Zoology-style), and
+  - a retrieval-text batch: S-NIAH-2 prompts built by gdn.eval.niah.make_sample (essay haystack, 7-digit needle)
+    at random lengths and depths from a training seed stream, followed by the answer " VALUE."; the loss is on
+    the answer bytes only, so every step teaches retrieval (the eval prompts come from another seed).
+A model stops at --train-tokens or at --budget-s seconds of training, whichever comes first (the table says
+which). Prints a markdown table and appends one JSON line per model to --out.
+
+    python benchmarks/paper_check.py --models gdn,gdn_h1,gdn_h2,mamba2      # one device call each half
+    python benchmarks/paper_check.py --smoke                                # CPU, scale=tiny, under a minute
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a bare checkout too
+
+from gdn.data.batch import IGNORE_INDEX  # noqa: E402
+from gdn.data.byte_tokenizer import BYTE_VOCAB_SIZE, ByteTokenizer  # noqa: E402
+from gdn.data.mqar import MQARData  # noqa: E402
+from gdn.eval.mqar_grid import mqar_grid  # noqa: E402
+from gdn.eval.niah import make_sample, niah_accuracy  # noqa: E402
+from gdn.models import LanguageModel  # noqa: E402
+from gdn.models.config_files import model_kwargs  # noqa: E402
+
+ALL_MODELS = ("gdn", "gdn_h1", "gdn_h2", "mamba2", "samba", "transformer", "deltanet")
+NIAH_TASK = 2
+SHORTEST_PROMPT = 400  # bytes: the S-NIAH-2 question and needle alone take about 360
+TRAIN_SEED_OFFSET = 1_000_003  # the retrieval-text training prompts use seed + this; evaluation uses seed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated, from " + ",".join(ALL_MODELS))
+    parser.add_argument("--scale", default="small", help="conf/scale/SCALE sizes (default small)")
+    parser.add_argument("--train-tokens", type=int, default=40_000_000, help="per model, both tasks together")
+    parser.add_argument("--budget-s", type=float, default=85.0, help="per model: training stops after this many s")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--mqar-batch", type=int, default=64)
+    parser.add_argument("--mqar-len", type=int, default=512, help="MQAR training length")
+    parser.add_argument("--mqar-kv", type=int, default=64, help="MQAR training draws 4..this many pairs per batch")
+    parser.add_argument("--niah-batch", type=int, default=16)
+    parser.add_argument("--niah-train-len", type=int, default=2048, help="longest retrieval-text training prompt")
+    parser.add_argument("--eval-mqar-kv", default="16,32,64")
+    parser.add_argument("--eval-mqar-lens", default="256,512,1024")
+    parser.add_argument("--eval-mqar-examples", type=int, default=512)
+    parser.add_argument("--niah-lengths", default="1024,2048,4096,8192")
+    parser.add_argument("--niah-samples", type=int, default=20, help="prompts per length, depths 0..1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON lines file (default $OUT/paper_check.jsonl or ./paper_check.jsonl)")
+    parser.add_argument("--smoke", action="store_true", help="CPU, scale=tiny, a few steps, short lengths (< 60 s)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.scale, args.train_tokens, args.budget_s, args.warmup_steps = "tiny", 12 * 4 * 128, 30.0, 2
+        args.mqar_batch, args.mqar_len, args.mqar_kv = 4, 64, 8
+        args.niah_batch, args.niah_train_len = 2, 512
+        args.eval_mqar_kv, args.eval_mqar_lens, args.eval_mqar_examples = "4,8", "64", 16
+        args.niah_lengths, args.niah_samples = "512,1024", 2
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(ALL_MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}: choose from {','.join(ALL_MODELS)}")
+    for name in ("eval_mqar_kv", "eval_mqar_lens", "niah_lengths"):
+        setattr(args, name, [int(v) for v in getattr(args, name).split(",")])
+    if args.niah_train_len < SHORTEST_PROMPT + 100 or min(args.niah_lengths) < SHORTEST_PROMPT:
+        parser.error(f"--niah-train-len must be >= {SHORTEST_PROMPT + 100} and --niah-lengths >= {SHORTEST_PROMPT}: "
+                     "the S-NIAH-2 question and needle alone take about 360 bytes")
+    if args.out is None:
+        args.out = str(Path(os.environ.get("OUT", ".")) / "paper_check.jsonl")
+    return args
+
+
+def retrieval_batch(batch_size: int, max_len: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, max_len] inputs and labels: S-NIAH-2 prompts (lengths in [max(max_len/4, SHORTEST_PROMPT), max_len - answer],
+    depths uniform)
+    then " VALUE."; labels are the next bytes of the answer only, IGNORE_INDEX elsewhere; 0-padded on the right."""
+    tokenizer = ByteTokenizer()
+    rng = random.Random(f"paper-check-{seed}-{step}")
+    inputs = torch.zeros(batch_size, max_len, dtype=torch.long)
+    labels = torch.full((batch_size, max_len), IGNORE_INDEX, dtype=torch.long)
+    for row in range(batch_size):
+        answer_room = 10  # " " + 7 digits + "." and one spare
+        length = rng.randint(max(max_len // 4, SHORTEST_PROMPT), max_len - answer_room)
+        sample = make_sample(NIAH_TASK, length, rng.random(), seed + TRAIN_SEED_OFFSET, step * batch_size + row,
+                             lambda text: len(tokenizer.encode(text).ids))
+        prompt = tokenizer.encode(sample.prompt).ids
+        answer = tokenizer.encode(f" {sample.value}.").ids
+        ids = prompt + answer
+        inputs[row, : len(ids)] = torch.tensor(ids)
+        # position t predicts token t + 1: the answer's bytes are predicted from the last prompt byte on
+        labels[row, len(prompt) - 1 : len(ids) - 1] = torch.tensor(answer)
+    return inputs, labels
+
+
+def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10% of peak
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train(model: LanguageModel, args: argparse.Namespace, device: torch.device) -> dict:
+    mqar = MQARData(vocab_size=BYTE_VOCAB_SIZE, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
+                    batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=min(4, args.mqar_kv))
+    tokens_per_pair = args.mqar_batch * args.mqar_len + args.niah_batch * args.niah_train_len
+    total_steps = max(2, 2 * (args.train_tokens // tokens_per_pair))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
+                                  fused=device.type == "cuda")
+    model.train()
+    tokens, losses, stopped_by = 0, {"mqar": float("nan"), "niah": float("nan")}, "tokens"
+    synchronize(device)
+    start = time.perf_counter()
+    step = 0
+    for step in range(total_steps):
+        if time.perf_counter() - start > args.budget_s:
+            stopped_by = "time"
+            break
+        task = "mqar" if step % 2 == 0 else "niah"
+        if task == "mqar":
+            batch = mqar.train_batch(step // 2)
+            inputs, labels = batch.input_ids, batch.labels
+        else:
+            inputs, labels = retrieval_batch(args.niah_batch, args.niah_train_len, args.seed, step // 2)
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, total_steps, args.lr, args.warmup_steps)
+        with autocast(device):
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        tokens += inputs.numel()
+        if step % 20 == 0 or step >= total_steps - 2:
+            losses[task] = loss.item()  # a sync every 20 steps only
+    else:
+        step = total_steps
+    synchronize(device)
+    return {"train_steps": step, "planned_steps": total_steps, "train_tokens": tokens,
+            "train_s": round(time.perf_counter() - start, 1), "stopped_by": stopped_by,
+            "loss_mqar": round(losses["mqar"], 4), "loss_niah": round(losses["niah"], 4)}
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, args: argparse.Namespace, device: torch.device) -> dict:
+    model.eval()
+    start = time.perf_counter()
+    with autocast(device):
+        mqar = mqar_grid(model, vocab_size=BYTE_VOCAB_SIZE, kv_pairs=args.eval_mqar_kv, seq_lens=args.eval_mqar_lens,
+                         num_examples=args.eval_mqar_examples, batch_size=64, seed=args.seed, device=device)
+        niah = niah_accuracy(model, ByteTokenizer(), tasks=[NIAH_TASK], lengths=args.niah_lengths,
+                             num_samples=args.niah_samples, seed=args.seed)
+    return {"mqar": mqar, "mqar_mean": sum(mqar.values()) / len(mqar), "niah": niah,
+            "eval_s": round(time.perf_counter() - start, 1)}
+
+
+def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict:
+    torch.manual_seed(args.seed)
+    model = LanguageModel(**model_kwargs(name, args.scale, vocab_size=BYTE_VOCAB_SIZE)).to(device)
+    row = {"model": name, "scale": args.scale, "params": model.num_parameters()}
+    row |= train(model, args, device)
+    row |= evaluate(model, args, device)
+    return row
+
+
+def markdown_table(rows: list[dict], niah_lengths: list[int]) -> str:
+    niah_heads = [f"S-NIAH-2 {length // 1024}K" if length % 1024 == 0 else f"S-NIAH-2 {length}" for length in niah_lengths]
+    head = ["model", "params", "train tokens", "train s", "stopped by", "MQAR mean", *niah_heads]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        niah = [f"{100 * row['niah'][f'niah/s{NIAH_TASK}_acc_len{length}']:.1f}" for length in niah_lengths]
+        cells = [row["model"], f"{row['params'] / 1e6:.2f}M", f"{row['train_tokens'] / 1e6:.2f}M", f"{row['train_s']:.0f}",
+                 row["stopped_by"], f"{100 * row['mqar_mean']:.1f}", *niah]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    environment = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+                   "torch": torch.__version__, "seed": args.seed}
+    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        row = run_model(name, args, device) | environment
+        print(f"{name}: {row['train_steps']} steps, {row['train_s']} s training, {row['eval_s']} s eval", flush=True)
+        with out.open("a") as file:
+            file.write(json.dumps(row) + "\n")
+        rows.append(row)
+    print(markdown_table(rows, args.niah_lengths))
+
+
+if __name__ == "__main__":
+    main()
