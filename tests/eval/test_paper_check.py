@@ -1,0 +1,71 @@
+"""benchmarks/paper_check.py: its retrieval-text batches label exactly the needle's answer, the byte tokenizer
+round-trips, and --smoke runs every architecture end to end on the CPU (a row and a JSON line per model)."""
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gdn.data.batch import IGNORE_INDEX
+from gdn.data.byte_tokenizer import ByteTokenizer
+from gdn.eval.niah import make_sample
+from gdn.train.main import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "paper_check.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("paper_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_byte_tokenizer_round_trips_and_rejects_ids_past_a_byte():
+    tokenizer = ByteTokenizer()
+    text = "The special magic number for amber-dune is: 1234567. Größe"
+    ids = tokenizer.encode(text).ids
+    assert ids[:3] == [84, 104, 101] and len(ids) == len(text.encode()) and tokenizer.decode(ids) == text
+    with pytest.raises(ValueError, match="outside"):
+        tokenizer.decode([65, 256])
+
+
+def test_retrieval_batch_labels_only_the_answer_after_a_niah_prompt():
+    paper_check = load_script()
+    tokenizer = ByteTokenizer()
+    inputs, labels = paper_check.retrieval_batch(3, 700, seed=5, step=2)
+    assert inputs.shape == labels.shape == (3, 700)
+    for row in range(3):
+        labelled = (labels[row] != IGNORE_INDEX).nonzero().flatten()
+        answer = tokenizer.decode(labels[row, labelled].tolist())
+        assert answer[0] == " " and answer[-1] == "." and len(answer) == 9 and answer[1:-1].isdigit()
+        # the byte before the first label ends the prompt "... mentioned in the provided text is"
+        prompt = tokenizer.decode(inputs[row, : int(labelled[0]) + 1].tolist())
+        assert prompt.endswith("mentioned in the provided text is")
+        # the needle's value is stated in the haystack, and the inputs continue with the answer (teacher forcing)
+        assert f"is: {answer[1:-1]}." in prompt
+        end = int(labelled[-1]) + 2
+        assert tokenizer.decode(inputs[row, int(labelled[0]) + 1 : end].tolist()) == answer
+        assert int(inputs[row, end:].abs().sum()) == 0  # right padding
+    # training prompts come from another seed stream than the evaluation prompts of the same seed
+    eval_prompt = make_sample(2, 700, 0.5, 5, 0, lambda text: len(tokenizer.encode(text).ids)).prompt
+    assert tokenizer.decode(inputs[0, : len(eval_prompt.encode())].tolist()) != eval_prompt
+
+
+def test_smoke_runs_every_architecture(tmp_path):
+    out = tmp_path / "rows.jsonl"
+    result = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True,
+                            text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    models = ["gdn", "gdn_h1", "gdn_h2", "mamba2", "samba", "transformer", "deltanet"]
+    assert [row["model"] for row in rows] == models
+    for row in rows:
+        assert row["train_steps"] == row["planned_steps"] == 8 and row["stopped_by"] == "tokens"
+        assert set(row["niah"]) == {"niah/s2_acc_len512", "niah/s2_acc_len1024"}
+        assert set(row["mqar"]) == {"mqar/acc_kv4_len64", "mqar/acc_kv8_len64"}
+        assert all(0 <= acc <= 1 for acc in [*row["niah"].values(), *row["mqar"].values()])
+        assert row["loss_mqar"] > 0 and row["loss_niah"] > 0
+    table_rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and " | tokens | " in line]
+    assert [line.split(" | ")[0][2:] for line in table_rows] == models
