@@ -44,6 +44,7 @@ from gdn.models.config_files import model_kwargs  # noqa: E402
 
 ALL_MODELS = ("gdn", "gdn_h1", "gdn_h2", "mamba2", "samba", "transformer", "deltanet")
 NIAH_TASK = 2
+EVAL_RESERVE_S = 30.0  # kept back per model for building and evaluating it when --call-budget-s shrinks budgets
 SHORTEST_PROMPT = 400  # bytes: the S-NIAH-2 question and needle alone take about 360
 TRAIN_SEED_OFFSET = 1_000_003  # the retrieval-text training prompts use seed + this; evaluation uses seed
 
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", default="small", help="conf/scale/SCALE sizes (default small)")
     parser.add_argument("--train-tokens", type=int, default=50_000_000, help="per model, both tasks together")
     parser.add_argument("--budget-s", type=float, default=75.0, help="per model: training stops after this many s")
+    parser.add_argument("--call-budget-s", type=float, default=480.0,
+                        help="the whole run: a model's training budget shrinks so the models left still fit")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--mqar-batch", type=int, default=64)
@@ -143,7 +146,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train(model: LanguageModel, args: argparse.Namespace, device: torch.device) -> dict:
+def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, budget_s: float) -> dict:
     mqar = MQARData(vocab_size=BYTE_VOCAB_SIZE, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
                     batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=min(4, args.mqar_kv))
     tokens_per_pair = args.mqar_batch * args.mqar_len + args.niah_batch * args.niah_train_len
@@ -159,7 +162,7 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device) 
     start = time.perf_counter()
     step = 0
     for step in range(total_steps):
-        if time.perf_counter() - start > args.budget_s:
+        if time.perf_counter() - start > budget_s:
             stopped_by = "time"
             break
         task = "mqar" if step % 2 == 0 else "niah"
@@ -203,13 +206,20 @@ def evaluate(model: LanguageModel, args: argparse.Namespace, device: torch.devic
             "eval_s": round(time.perf_counter() - start, 1)}
 
 
-def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict:
+def run_model(name: str, args: argparse.Namespace, device: torch.device, budget_s: float) -> dict:
     torch.manual_seed(args.seed)
     model = LanguageModel(**model_kwargs(name, args.scale, vocab_size=BYTE_VOCAB_SIZE)).to(device)
-    row = {"model": name, "scale": args.scale, "params": model.num_parameters()}
-    row |= train(model, args, device)
+    row = {"model": name, "scale": args.scale, "params": model.num_parameters(), "budget_s": round(budget_s, 1)}
+    row |= train(model, args, device, budget_s)
     row |= evaluate(model, args, device)
     return row
+
+
+def training_budget(model_budget_s: float, call_budget_s: float, elapsed_s: float, models_left: int) -> float:
+    """A model's training seconds: its own budget, cut so that every model left gets an equal share of what
+    remains of the call, EVAL_RESERVE_S of each share kept for building and evaluating; at least 1 s."""
+    fair_share = (call_budget_s - elapsed_s) / models_left
+    return max(1.0, min(model_budget_s, fair_share - EVAL_RESERVE_S))
 
 
 def markdown_table(rows: list[dict], niah_lengths: list[int]) -> str:
@@ -232,8 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for name in args.models:
-        row = run_model(name, args, device) | environment
+    call_start = time.perf_counter()
+    for index, name in enumerate(args.models):
+        budget_s = training_budget(args.budget_s, args.call_budget_s, time.perf_counter() - call_start,
+                                   len(args.models) - index)
+        row = run_model(name, args, device, budget_s) | environment
         print(f"{name}: {row['train_steps']} steps, {row['train_s']} s training, {row['eval_s']} s eval", flush=True)
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")

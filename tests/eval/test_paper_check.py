@@ -66,6 +66,14 @@ def test_retrieval_batch_labels_only_the_answer_after_a_niah_prompt():
     assert tokenizer.decode(inputs[0, : len(eval_prompt.encode())].tolist()) != eval_prompt
 
 
+def test_training_budget_leaves_every_remaining_model_its_share_of_the_call():
+    paper_check = load_script()
+    assert paper_check.EVAL_RESERVE_S == 30
+    assert paper_check.training_budget(75, 480, 0, 4) == 75  # 120 s a model: its own 75 s fits
+    assert paper_check.training_budget(75, 480, 300, 2) == 60  # 90 s a model left, 30 of it for evaluation
+    assert paper_check.training_budget(75, 480, 470, 1) == 1  # overrun: a token second, not a negative budget
+
+
 def test_smoke_runs_every_architecture(tmp_path):
     out = tmp_path / "rows.jsonl"
     program = RUN_WITHOUT_THEM.format(absent=set(ABSENT_ON_THE_GPU_IMAGE), script=str(SCRIPT))
