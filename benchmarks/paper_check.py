@@ -146,6 +146,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def compile_shapes(model: LanguageModel, batches: list[torch.Tensor], device: torch.device) -> float:
+    """One forward and backward per training shape, weights untouched, so that Triton's compilation and autotuning
+    and FlexAttention's compile happen before the training clock starts (else the first model of a call, which
+    pays for kernels the later ones reuse, would train on fewer tokens). Returns the seconds it took."""
+    start = time.perf_counter()
+    for inputs in batches:
+        with autocast(device):
+            logits = model(inputs.to(device))
+        logits.float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    synchronize(device)
+    return round(time.perf_counter() - start, 1)
+
+
 def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, budget_s: float) -> dict:
     mqar = MQARData(vocab_size=BYTE_VOCAB_SIZE, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
                     batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=min(4, args.mqar_kv))
@@ -157,6 +171,8 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, 
         RetrievalBatches(total_steps // 2, args.niah_batch, args.niah_train_len, args.seed), batch_size=None,
         num_workers=args.data_workers, pin_memory=device.type == "cuda", prefetch_factor=4 if args.data_workers else None))
     model.train()
+    compile_s = compile_shapes(model, [mqar.train_batch(0).input_ids, retrieval_batch(
+        args.niah_batch, args.niah_train_len, args.seed, 0)[0]], device)
     tokens, losses, stopped_by = 0, {"mqar": float("nan"), "niah": float("nan")}, "tokens"
     synchronize(device)
     start = time.perf_counter()
@@ -188,7 +204,7 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, 
         step = total_steps
     synchronize(device)
     del retrieval  # stops the workers
-    return {"train_steps": step, "planned_steps": total_steps, "train_tokens": tokens,
+    return {"compile_s": compile_s, "train_steps": step, "planned_steps": total_steps, "train_tokens": tokens,
             "train_s": round(time.perf_counter() - start, 1), "stopped_by": stopped_by,
             "loss_mqar": round(losses["mqar"], 4), "loss_niah": round(losses["niah"], 4)}
 
@@ -247,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         budget_s = training_budget(args.budget_s, args.call_budget_s, time.perf_counter() - call_start,
                                    len(args.models) - index)
         row = run_model(name, args, device, budget_s) | environment
-        print(f"{name}: {row['train_steps']} steps, {row['train_s']} s training, {row['eval_s']} s eval", flush=True)
+        print(f"{name}: {row['compile_s']} s compiling, {row['train_steps']} steps, {row['train_s']} s training, "
+              f"{row['eval_s']} s eval", flush=True)
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")
         rows.append(row)

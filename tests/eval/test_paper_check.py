@@ -74,6 +74,22 @@ def test_training_budget_leaves_every_remaining_model_its_share_of_the_call():
     assert paper_check.training_budget(75, 480, 470, 1) == 1  # overrun: a token second, not a negative budget
 
 
+def test_compile_shapes_leaves_the_weights_and_gradients_untouched():
+    import torch
+
+    from gdn.models import LanguageModel
+    from gdn.models.config_files import model_kwargs
+
+    paper_check = load_script()
+    torch.manual_seed(0)
+    model = LanguageModel(**model_kwargs("gdn_h1", "tiny", vocab_size=256))
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    paper_check.compile_shapes(model, [torch.randint(0, 256, (2, 48)), torch.randint(0, 256, (1, 96))],
+                               torch.device("cpu"))
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
 def test_smoke_runs_every_architecture(tmp_path):
     out = tmp_path / "rows.jsonl"
     program = RUN_WITHOUT_THEM.format(absent=set(ABSENT_ON_THE_GPU_IMAGE), script=str(SCRIPT))
@@ -88,6 +104,6 @@ def test_smoke_runs_every_architecture(tmp_path):
         assert set(row["niah"]) == {"niah/s2_acc_len512", "niah/s2_acc_len1024"}
         assert set(row["mqar"]) == {"mqar/acc_kv4_len64", "mqar/acc_kv8_len64"}
         assert all(0 <= acc <= 1 for acc in [*row["niah"].values(), *row["mqar"].values()])
-        assert row["loss_mqar"] > 0 and row["loss_niah"] > 0
+        assert row["loss_mqar"] > 0 and row["loss_niah"] > 0 and row["compile_s"] >= 0
     table_rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and " | tokens | " in line]
     assert [line.split(" | ")[0][2:] for line in table_rows] == models
