@@ -33,10 +33,15 @@ def test_the_pytorch_gdn_block_compiles_without_a_graph_break():
     assert graph_breaks(block, torch.randn(2, 24, 32)) == 0
 
 
-def test_the_triton_gdn_block_compiles_without_a_graph_break():
+@pytest.mark.parametrize("cu_seqlens", [None, [0, 10, 24]])
+def test_the_triton_gdn_block_compiles_without_a_graph_break(cu_seqlens):
+    # Packed documents too: the op checks cu_seqlens' values inside, and its outputs' shapes need only its length.
     block = gdn_block("triton")
     assert runs_triton_kernels(block.mixer, torch.device("cpu"))
-    assert graph_breaks(block, torch.randn(2, 24, 32)) == 0
+    if cu_seqlens is None:
+        assert graph_breaks(block, torch.randn(2, 24, 32)) == 0
+    else:
+        assert graph_breaks(block, torch.randn(1, 24, 32), torch.tensor(cu_seqlens, dtype=torch.int32)) == 0
 
 
 def test_the_triton_gdn_block_compiled_through_aot_autograd_matches_eager():

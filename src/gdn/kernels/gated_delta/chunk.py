@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from gdn.kernels.gated_delta._common import CHUNK, check_inputs, chunk_layout
+from gdn.kernels.gated_delta._common import CHUNK, check_cu_seqlens, check_inputs, chunk_layout
 from gdn.kernels.gated_delta._l2norm import l2norm_backward, l2norm_forward
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
@@ -30,6 +30,15 @@ from gdn.kernels.gated_delta._wy import wy_backward, wy_forward
 EMPTY = (0,)
 
 
+def chunk_rows_bound(B: int, T: int, cu_seqlens: torch.Tensor | None) -> int:
+    """Rows of the per-chunk states h the forward op returns: the chunk count when dense; with cu_seqlens a bound
+    that needs only its length (N sequences over T tokens make at most cdiv(T, 64) + N - 1 chunks: each of the
+    N - 1 boundaries splits at most one chunk in two), so the op's output shape is known without its values."""
+    if cu_seqlens is None:
+        return B * triton.cdiv(T, CHUNK)
+    return triton.cdiv(T, CHUNK) + cu_seqlens.shape[0] - 2
+
+
 @torch.library.custom_op("gdn::chunk_gated_delta_rule_fwd", mutates_args=())
 def chunk_gated_delta_rule_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, scale: float,
@@ -41,6 +50,8 @@ def chunk_gated_delta_rule_fwd(
     without l2norm), gc, t, w, h, v_new."""
     B, T, H, K = q.shape
     V = v.shape[-1]
+    if cu_seqlens is not None:
+        check_cu_seqlens(cu_seqlens, T)  # here, on real values, so that compile traces the call without a break
     layout = chunk_layout(B, T, cu_seqlens, q.device)
     q, k, v = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     g, beta = g.reshape(B * T, H).contiguous(), beta.reshape(B * T, H).contiguous()
@@ -52,7 +63,8 @@ def chunk_gated_delta_rule_fwd(
         k_n, k_rstd = l2norm_forward(k)
         q, k = q_n, k_n
     gc, t, w, u = wy_forward(k, v, g, beta, layout)
-    h, v_new, final = state_forward(k, w, u, gc, h0, output_final_state, layout)
+    h_rows = chunk_rows_bound(B, T, cu_seqlens)
+    h, v_new, final = state_forward(k, w, u, gc, h0, output_final_state, layout, h_rows)
     o = output_forward(q, k, v_new, h, gc, scale, layout)
     final = final if final is not None else q.new_empty(EMPTY, dtype=torch.float32)
     return o.view(B, T, H, V), final, q_n, k_n, q_rstd, k_rstd, gc, t, w, h, v_new
@@ -62,9 +74,7 @@ def chunk_gated_delta_rule_fwd(
 def _(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm):
     B, T, H, K = q.shape
     V = v.shape[-1]
-    # The chunk count of varlen inputs depends on cu_seqlens' values: an unbacked size for the compiler.
-    n_chunks = (B * triton.cdiv(T, CHUNK) if cu_seqlens is None
-                else torch.library.get_ctx().new_dynamic_size())
+    n_chunks = chunk_rows_bound(B, T, cu_seqlens)
     n_seqs = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     f32 = dict(dtype=torch.float32)
     normed, rstd = ((B * T, H, K), (B * T, H)) if use_qk_l2norm else (EMPTY, EMPTY)
@@ -167,7 +177,7 @@ def chunk_gated_delta_rule(
     the returned final state [N, H, K, V] fp32, N = B, or the number of sequences of cu_seqlens (then B = 1).
     Returns o [B, T, H, V] in q's dtype and the final state (None unless output_final_state).
     """
-    check_inputs(q, k, v, g, beta, initial_state, cu_seqlens)
+    check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values=False)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     o, final, *_residuals = chunk_gated_delta_rule_fwd(
         q, k, v, g, beta, float(scale), initial_state, output_final_state, cu_seqlens, use_qk_l2norm
