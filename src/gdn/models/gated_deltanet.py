@@ -42,10 +42,6 @@ class GatedDeltaNet(nn.Module):
     use_output_gate / use_output_norm drop SiLU(W_g x) / the RMSNorm; qk_norm="none" skips the L2 normalisation.
     """
 
-    # Every Triton kernel of this mixer is a torch.library custom op: torch.compile traces it whole
-    # (gdn.train.parallelize.compile_block).
-    triton_kernels_are_torch_ops = True
-
     def __init__(
         self,
         d_model: int,

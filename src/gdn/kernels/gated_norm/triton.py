@@ -69,60 +69,34 @@ def _block_sizes(D: int, tile_elements: int) -> tuple[int, int]:
     return max(1, tile_elements // block_d), block_d
 
 
-# torch.library custom ops (see gdn/kernels/gated_delta/chunk.py for why): opaque to torch.compile, and visible to
-# op-level selective checkpointing as torch.ops.gdn.gated_rms_norm_fwd.default.
-@torch.library.custom_op("gdn::gated_rms_norm_fwd", mutates_args=())
-def gated_rms_norm_fwd(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    D = x.shape[-1]
-    x2d, gate2d = x.reshape(-1, D).contiguous(), gate.reshape(-1, D).contiguous()
-    num_rows = x2d.shape[0]
-    y = torch.empty_like(x2d)
-    block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
-    _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
-        x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d,
-    )
-    return y.view(x.shape)
+class GatedRMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gate, weight, eps):
+        D = x.shape[-1]
+        x2d, gate2d = x.reshape(-1, D).contiguous(), gate.reshape(-1, D).contiguous()
+        num_rows = x2d.shape[0]
+        y = torch.empty_like(x2d)
+        block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
+        _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
+            x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d,
+        )
+        ctx.save_for_backward(x2d, gate2d, weight)
+        ctx.eps = eps
+        return y.view(x.shape)
 
-
-@gated_rms_norm_fwd.register_fake
-def _(x, gate, weight, eps):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("gdn::gated_rms_norm_bwd", mutates_args=())
-def gated_rms_norm_bwd(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float,
-                       dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    D = x.shape[-1]
-    x2d, gate2d = x.reshape(-1, D).contiguous(), gate.reshape(-1, D).contiguous()
-    num_rows = x2d.shape[0]
-    block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
-    num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
-    dx, dgate = torch.empty_like(x2d), torch.empty_like(gate2d)
-    dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
-    _gated_rms_norm_bwd_kernel[(num_parts,)](
-        x2d, gate2d, weight, dy.reshape(-1, D).contiguous(), dx, dgate, dweight_parts, num_rows, D, eps,
-        BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM,
-    )
-    return dx.view(x.shape), dgate.view(x.shape), dweight_parts.sum(0).to(weight.dtype)
-
-
-@gated_rms_norm_bwd.register_fake
-def _(x, gate, weight, eps, dy):
-    return x.new_empty(x.shape), gate.new_empty(x.shape), torch.empty_like(weight)
-
-
-def _norm_setup_context(ctx, inputs, output):
-    x, gate, weight, eps = inputs
-    ctx.save_for_backward(x, gate, weight)
-    ctx.eps = eps
-
-
-def _norm_backward(ctx, dy):
-    x, gate, weight = ctx.saved_tensors
-    return *gated_rms_norm_bwd(x, gate, weight, ctx.eps, dy), None
-
-
-gated_rms_norm_fwd.register_autograd(_norm_backward, setup_context=_norm_setup_context)
+    @staticmethod
+    def backward(ctx, dy):
+        x2d, gate2d, weight = ctx.saved_tensors
+        num_rows, D = x2d.shape
+        block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
+        num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
+        dx, dgate = torch.empty_like(x2d), torch.empty_like(gate2d)
+        dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
+        _gated_rms_norm_bwd_kernel[(num_parts,)](
+            x2d, gate2d, weight, dy.reshape(-1, D).contiguous(), dx, dgate, dweight_parts, num_rows, D, ctx.eps,
+            BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM,
+        )
+        return dx.view(dy.shape), dgate.view(dy.shape), dweight_parts.sum(0).to(weight.dtype), None
 
 
 def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -134,4 +108,4 @@ def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, ep
         raise ValueError(f"gated_rms_norm needs gate shaped like x {tuple(x.shape)}, got {tuple(gate.shape)}")
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"gated_rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
-    return gated_rms_norm_fwd(x, gate, weight.contiguous(), float(eps))
+    return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps)
