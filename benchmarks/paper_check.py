@@ -7,7 +7,7 @@ evaluation is gdn-eval's own code (gdn.eval.mqar_grid.mqar_grid, gdn.eval.niah.n
 
 Training (one model per architecture, same steps, data and seed): a plain loop, bf16 autocast on CUDA, AdamW,
 warm-up then cosine decay. Steps alternate between
-  - an MQAR batch (gdn.data.mqar, byte vocabulary, 4..max key-value pairs per batch, Zoology-style), and
+  - an MQAR batch (gdn.data.mqar, byte vocabulary, 1..max key-value pairs per batch, Zoology-style), and
   - a retrieval-text batch: S-NIAH-2 prompts built by gdn.eval.niah.make_sample (essay haystack, 7-digit needle)
     at random lengths and depths from a training seed stream, followed by the answer " VALUE."; the loss is on
     the answer bytes only, so every step teaches retrieval (the eval prompts come from another seed).
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--mqar-batch", type=int, default=64)
     parser.add_argument("--mqar-len", type=int, default=512, help="MQAR training length")
-    parser.add_argument("--mqar-kv", type=int, default=64, help="MQAR training draws 4..this many pairs per batch")
+    parser.add_argument("--mqar-kv", type=int, default=64, help="MQAR training draws 1..this many pairs per batch")
     parser.add_argument("--niah-batch", type=int, default=16)
     parser.add_argument("--niah-train-len", type=int, default=2048, help="longest retrieval-text training prompt")
     parser.add_argument("--eval-mqar-kv", default="16,32,64")
@@ -162,7 +162,7 @@ def compile_shapes(model: LanguageModel, batches: list[torch.Tensor], device: to
 
 def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, budget_s: float) -> dict:
     mqar = MQARData(vocab_size=BYTE_VOCAB_SIZE, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
-                    batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=min(4, args.mqar_kv))
+                    batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=1)
     tokens_per_pair = args.mqar_batch * args.mqar_len + args.niah_batch * args.niah_train_len
     total_steps = max(2, 2 * (args.train_tokens // tokens_per_pair))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
