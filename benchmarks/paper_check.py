@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--niah-samples", type=int, default=20, help="prompts per length, depths 0..1")
     parser.add_argument("--data-workers", type=int, default=6, help="processes building retrieval-text batches")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSON lines file (default $OUT/paper_check.jsonl or ./paper_check.jsonl)")
+    parser.add_argument("--out", default=None,
+                        help="JSON lines file (default $OUT/paper_check.jsonl, or ./paper_check.jsonl without $OUT)")
     parser.add_argument("--smoke", action="store_true", help="CPU, scale=tiny, a few steps, short lengths (< 60 s)")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -95,9 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def retrieval_batch(batch_size: int, max_len: int, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, max_len] inputs and labels: S-NIAH-2 prompts (lengths in [max(max_len/4, SHORTEST_PROMPT), max_len - answer],
-    depths uniform)
-    then " VALUE."; labels are the next bytes of the answer only, IGNORE_INDEX elsewhere; 0-padded on the right."""
+    """[B, max_len] inputs and labels: S-NIAH-2 prompts (lengths uniform in [max(max_len / 4, SHORTEST_PROMPT),
+    max_len - answer], needle depths uniform) then " VALUE."; labels are the answer's bytes at the positions that
+    predict them, IGNORE_INDEX elsewhere; 0-padded on the right."""
     tokenizer = ByteTokenizer()
     rng = random.Random(f"paper-check-{seed}-{step}")
     inputs = torch.zeros(batch_size, max_len, dtype=torch.long)
@@ -169,7 +170,8 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, 
                                   fused=device.type == "cuda")
     retrieval = iter(torch.utils.data.DataLoader(
         RetrievalBatches(total_steps // 2, args.niah_batch, args.niah_train_len, args.seed), batch_size=None,
-        num_workers=args.data_workers, pin_memory=device.type == "cuda", prefetch_factor=4 if args.data_workers else None))
+        num_workers=args.data_workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if args.data_workers else None))
     model.train()
     compile_s = compile_shapes(model, [mqar.train_batch(0).input_ids, retrieval_batch(
         args.niah_batch, args.niah_train_len, args.seed, 0)[0]], device)
@@ -239,13 +241,14 @@ def training_budget(model_budget_s: float, call_budget_s: float, elapsed_s: floa
 
 
 def markdown_table(rows: list[dict], niah_lengths: list[int]) -> str:
-    niah_heads = [f"S-NIAH-2 {length // 1024}K" if length % 1024 == 0 else f"S-NIAH-2 {length}" for length in niah_lengths]
+    niah_heads = [f"S-NIAH-2 {length // 1024}K" if length % 1024 == 0 else f"S-NIAH-2 {length}"
+                  for length in niah_lengths]
     head = ["model", "params", "train tokens", "train s", "stopped by", "MQAR mean", *niah_heads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         niah = [f"{100 * row['niah'][f'niah/s{NIAH_TASK}_acc_len{length}']:.1f}" for length in niah_lengths]
-        cells = [row["model"], f"{row['params'] / 1e6:.2f}M", f"{row['train_tokens'] / 1e6:.2f}M", f"{row['train_s']:.0f}",
-                 row["stopped_by"], f"{100 * row['mqar_mean']:.1f}", *niah]
+        cells = [row["model"], f"{row['params'] / 1e6:.2f}M", f"{row['train_tokens'] / 1e6:.2f}M",
+                 f"{row['train_s']:.0f}", row["stopped_by"], f"{100 * row['mqar_mean']:.1f}", *niah]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
