@@ -16,8 +16,8 @@ def outputs_and_gradients(fn, inputs: dict, output_name: str, cotangents=None, *
     inputs = {name: x.detach().clone().requires_grad_() for name, x in inputs.items()}
     out, final = fn(**inputs, output_final_state=True, **kwargs)
     if cotangents is None:
-        gen = torch.Generator(DEVICE).manual_seed(123)
-        cotangents = [torch.randn(t.shape, generator=gen, device=DEVICE) for t in (out, final)]
+        gen = torch.Generator(out.device).manual_seed(123)
+        cotangents = [torch.randn(t.shape, generator=gen, device=out.device) for t in (out, final)]
     (out.double() * cotangents[0].double()).sum().add((final.double() * cotangents[1].double()).sum()).backward()
     results = {output_name: out.detach(), "final_state": final.detach()}
     results.update({f"d{name}": x.grad for name, x in inputs.items()})

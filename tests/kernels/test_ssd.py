@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from gdn.kernels.ssd import chunk_ssd_torch, recurrent_ssd_reference
-from tests.kernels.checks import relative_error
+from tests.kernels.checks import outputs_and_gradients, relative_error
 
 CHUNK = 16  # small chunks keep the tests fast while T still covers 1, exact and partial chunks
 
@@ -28,19 +28,9 @@ def random_inputs(T, batch=1, H=4, P=6, G=2, N=5, num_states=None, seed=0):
     return {name: t.requires_grad_() for name, t in inputs.items()}
 
 
-def outputs_and_grads(fn, inputs, seed=1, **kwargs):
-    """y, final state and the gradients of a random linear function of both, by name."""
-    y, final = fn(**inputs, output_final_state=True, **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    loss = (y * torch.randn(y.shape, generator=gen, dtype=y.dtype)).sum()
-    loss = loss + (final * torch.randn(final.shape, generator=gen, dtype=final.dtype)).sum()
-    grads = torch.autograd.grad(loss, list(inputs.values()))
-    return {"y": y, "final": final, **{f"d{name}": grad for name, grad in zip(inputs, grads)}}
-
-
 def assert_matches_reference(inputs, chunk_size=CHUNK, **kwargs):
-    got = outputs_and_grads(chunk_ssd_torch, inputs, chunk_size=chunk_size, **kwargs)
-    want = outputs_and_grads(recurrent_ssd_reference, inputs, **kwargs)
+    got, cotangents = outputs_and_gradients(chunk_ssd_torch, inputs, "y", chunk_size=chunk_size, **kwargs)
+    want, _ = outputs_and_gradients(recurrent_ssd_reference, inputs, "y", cotangents, **kwargs)
     assert set(got) == set(want) and len(want) == 2 + len(inputs)
     for name in want:
         assert got[name].dtype == torch.float64, name
@@ -122,8 +112,8 @@ def triton_matches_reference(inputs, tolerance, **kwargs):
         y, final = chunk_ssd(**{name: t.float() if torch.is_tensor(t) else t for name, t in tensors.items()})
         return y.double(), final.double()
 
-    got = outputs_and_grads(chunk_ssd_float32, inputs, **kwargs)
-    want = outputs_and_grads(recurrent_ssd_reference, inputs, **kwargs)
+    got, cotangents = outputs_and_gradients(chunk_ssd_float32, inputs, "y", **kwargs)
+    want, _ = outputs_and_gradients(recurrent_ssd_reference, inputs, "y", cotangents, **kwargs)
     for name in want:
         assert relative_error(got[name], want[name]) < tolerance, name
 
