@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from gdn.eval.generation import SamplingSettings, generate, next_token
 from gdn.train.cli import group_choices
 from gdn.train.main import CONF_DIR, register_resolvers
+from tests.models.decoding import decode_in_steps
 
 VOCAB = 32
 
@@ -32,12 +33,8 @@ def test_prompt_then_steps_equals_full_forward(model_name):
     ids = torch.randint(0, VOCAB, (2, 11), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         full = model(ids)
-        logits, states = model.decode(ids[:, :5], model.init_states())
-        steps = [logits]
-        for t in range(5, ids.shape[1]):
-            logits, states = model.decode(ids[:, t : t + 1], states)
-            steps.append(logits)
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-9, atol=1e-11)
+        decoded, _ = decode_in_steps(model.decode, ids, 5, model.init_states())
+    torch.testing.assert_close(decoded, full, rtol=1e-9, atol=1e-11)
 
 
 def greedy_by_full_forward(model, prompt: list[int], steps: int) -> list[int]:

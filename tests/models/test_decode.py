@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from gdn.models.mixers import build_mixer
+from tests.models.decoding import decode_in_steps
 
 D_MODEL = 16
 CASES = [
@@ -22,16 +23,8 @@ def test_prompt_then_tokens_equals_full_forward(name, kwargs, prompt):
     layer = build_mixer(name, D_MODEL, **kwargs).double()
     x = torch.randn(2, 11, D_MODEL, dtype=torch.float64)
     full, _ = layer(x)
-
-    state = layer.init_state()
-    outputs = []
-    if prompt:
-        y, state = layer(x[:, :prompt], state=state)
-        outputs.append(y)
-    for t in range(prompt, x.shape[1]):
-        y, state = layer(x[:, t : t + 1], state=state)
-        outputs.append(y)
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-12)
+    decoded, _ = decode_in_steps(lambda chunk, s: layer(chunk, state=s), x, prompt, layer.init_state())
+    torch.testing.assert_close(decoded, full, rtol=1e-10, atol=1e-12)
 
 
 def test_sliding_window_cache_keeps_only_the_window():

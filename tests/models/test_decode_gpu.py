@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gdn.models import LanguageModel
+from tests.models.decoding import decode_in_steps
 
 pytestmark = pytest.mark.gpu
 
@@ -27,12 +28,7 @@ def test_prompt_then_steps_equals_full_forward_on_cuda(name):
     ids = torch.randint(0, 512, (2, 150), device="cuda")
     with torch.no_grad():
         full = model(ids)
-        logits, states = model.decode(ids[:, :100], model.init_states())
-        steps = [logits]
-        for t in range(100, ids.shape[1]):
-            logits, states = model.decode(ids[:, t : t + 1], states)
-            steps.append(logits)
-    decoded = torch.cat(steps, dim=1)
+        decoded, _ = decode_in_steps(model.decode, ids, 100, model.init_states())
     error = ((decoded - full).norm() / full.norm()).item()
     assert error < 2e-3, error  # fp32 weights; the Triton kernels keep states in fp32
     assert (decoded[:, -50:].argmax(-1) == full[:, -50:].argmax(-1)).float().mean() > 0.98

@@ -10,6 +10,7 @@ from gdn.kernels.selective_scan.reference import selective_scan_reference
 from gdn.models import LanguageModel, build_mixer
 from gdn.models.mamba1 import Mamba1
 from gdn.train.optim import parameter_groups
+from tests.models.decoding import decode_in_steps
 
 D_MODEL = 16
 
@@ -67,14 +68,8 @@ def test_prompt_then_tokens_equals_full_forward(prompt):
     layer = build_mixer("mamba", D_MODEL, d_state=4, chunk_size=4).double()
     x = random_x(2, 11)
     full, _ = layer(x)
-    state, outputs = layer.init_state(), []
-    if prompt:
-        y, state = layer(x[:, :prompt], state=state)
-        outputs.append(y)
-    for t in range(prompt, x.shape[1]):
-        y, state = layer(x[:, t : t + 1], state=state)
-        outputs.append(y)
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-12)
+    decoded, state = decode_in_steps(lambda chunk, s: layer(chunk, state=s), x, prompt, layer.init_state())
+    torch.testing.assert_close(decoded, full, rtol=1e-10, atol=1e-12)
     assert state.ssm.shape == (2, layer.channels, 4) and state.conv.shape == (2, 3, layer.channels)
 
 

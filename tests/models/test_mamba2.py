@@ -9,6 +9,7 @@ from gdn.kernels.ssd import recurrent_ssd_reference
 from gdn.models import MIXERS, LanguageModel
 from gdn.models.mamba2 import Mamba2
 from gdn.train.optim import parameter_groups
+from tests.models.decoding import decode_in_steps
 
 D_MODEL = 16
 SMALL = {"d_state": 5, "headdim": 8, "chunk_size": 4}  # d_inner 32: 4 heads
@@ -87,14 +88,8 @@ def test_prompt_then_tokens_equals_full_forward(prompt):
     layer = make_layer(ngroups=2)
     x = random_x(2, 9)
     full, _ = layer(x)
-    state, outputs = layer.init_state(), []
-    if prompt:
-        y, state = layer(x[:, :prompt], state=state)
-        outputs.append(y)
-    for t in range(prompt, x.shape[1]):
-        y, state = layer(x[:, t : t + 1], state=state)
-        outputs.append(y)
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-12)
+    decoded, state = decode_in_steps(lambda chunk, s: layer(chunk, state=s), x, prompt, layer.init_state())
+    torch.testing.assert_close(decoded, full, rtol=1e-10, atol=1e-12)
     assert state.ssm.shape == (2, layer.num_heads, layer.d_state, layer.headdim)
     assert state.conv.shape == (2, 3, layer.d_inner + 2 * layer.ngroups * layer.d_state)
 
