@@ -12,14 +12,7 @@
 set -o pipefail
 part=${1:-all}
 shift
-LOGS=${OUT:-gpu_logs}
-mkdir -p "$LOGS"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
-if ls .whl-gdn/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gdn/*.whl
-    export PYTHONPATH=src:/tmp/site
-fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/card.txt"
+source benchmarks/device_env.sh
 status=0
 if [[ $part == tests || $part == all ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_gated_delta_triton.py 2>&1 \

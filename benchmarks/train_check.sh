@@ -9,15 +9,8 @@
 # Run from the repository root. Logs and one JSON line per result go to $OUT (or ./gpu_logs).
 set -o pipefail
 part=${1:-smoke}
-LOGS=${OUT:-gpu_logs}
-mkdir -p "$LOGS"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
-if ls .whl-gdn/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gdn/*.whl
-    export PYTHONPATH=src:/tmp/site
-fi
+source benchmarks/device_env.sh
 python3 -c "import numpy, tqdm" || { echo "missing numpy or tqdm: carry their wheels in .whl-gdn/"; exit 2; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/card.txt"
 bench="python3 benchmarks/bench_train.py"
 torchrun="python3 -m torch.distributed.run --standalone"
 status=0

@@ -1,0 +1,10 @@
+# Sourced by the device scripts (gpu_check.sh, train_check.sh), from the repository root: the log folder $LOGS
+# ($OUT, or ./gpu_logs), PYTHONPATH with src/ and the wheels of .whl-gdn/ (installed to /tmp/site), the card's name.
+LOGS=${OUT:-gpu_logs}
+mkdir -p "$LOGS"
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+if ls .whl-gdn/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-gdn/*.whl
+    export PYTHONPATH=src:/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOGS/card.txt"
