@@ -6,6 +6,8 @@
 #   bench [args] bench_gated_delta.py vs FLA 0.6.0 and SDPA (~6.5 min with FLA's autotuning)
 #   scan         pytest -m gpu on the Mamba1 selective scan (kernel vs float64, layer vs PyTorch path, Samba
 #                decode == full forward), then bench_selective_scan.py (Triton vs chunked PyTorch): ~3-5 min
+#   mixers       pytest -m gpu on the SSD (Triton vs float64), FlexAttention SWA vs SDPA with a dense mask, decode ==
+#                full forward for every architecture; then bench_attention.py (SWA vs SDPA/cuDNN, SSD vs mamba_ssm)
 #   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
@@ -28,6 +30,11 @@ if [[ $part == scan ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_selective_scan_triton.py \
         tests/models/test_mamba1.py "$samba_decode" 2>&1 | tee "$LOGS/gpu_scan.log" || status=1
     python3 benchmarks/bench_selective_scan.py 2>&1 | tee "$LOGS/bench_scan.log" || status=1
+fi
+if [[ $part == mixers ]]; then
+    python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_ssd.py tests/models/test_attention_gpu.py \
+        tests/models/test_decode_gpu.py 2>&1 | tee "$LOGS/gpu_mixers.log" || status=1
+    python3 benchmarks/bench_attention.py 2>&1 | tee "$LOGS/bench_attention.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1

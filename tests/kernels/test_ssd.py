@@ -1,10 +1,16 @@
-"""The chunked PyTorch SSD against the float64 step-by-step oracle: outputs, final states, every gradient."""
+"""The SSD against float64 references: outputs, final states, every gradient.
+
+CPU: the chunked PyTorch SSD and the Triton SSD (interpreter) against the step-by-step oracle at small shapes.
+GPU (marked `gpu`): the Triton SSD at real Mamba2 shapes in bf16 against the chunked PyTorch SSD in float64 on the
+GPU; the measured errors are printed (run with -s to see them).
+"""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gdn.kernels.ssd import chunk_ssd_torch, recurrent_ssd_reference
-from tests.kernels.checks import outputs_and_gradients, relative_error
+from tests.kernels import checks
+from tests.kernels.checks import DEVICE, assert_within, outputs_and_gradients, relative_error
 
 CHUNK = 16  # small chunks keep the tests fast while T still covers 1, exact and partial chunks
 
@@ -126,3 +132,55 @@ def test_triton_matches_reference(nan_filled_buffers, T):
 def test_triton_varlen_uneven_sequences(nan_filled_buffers):
     cu_seqlens = torch.tensor([0, 7, 80, 97], dtype=torch.int32)
     triton_matches_reference(random_inputs(97, H=2, P=16, G=2, N=16, num_states=3), 1e-5, cu_seqlens=cu_seqlens)
+
+
+GPU_HALF_TOLERANCE = dict(y=5e-3, final_state=5e-3, dx=8e-3, dinitial_state=8e-3,
+                          ddt=2e-2, dA=2e-2, dB=2e-2, dC=2e-2, dD=2e-2)
+GPU_CASES = {  # name: (batch, T, heads, headdim P, groups, d_state N, cu_seqlens); 1.3B Mamba2: 64 heads of 64, N 128
+    "4x4096x64x64-N128": (4, 4096, 64, 64, 1, 128, None),
+    "varlen-16K-x32x64-N128-2groups": (1, 16384, 32, 64, 2, 128, [0, 1000, 5097, 5100, 9000, 13191, 16384]),
+}
+
+
+def gpu_inputs(batch, T, H, P, G, N, num_states, dtype, seed):
+    """Mamba2's ranges: dt = softplus(. - 4) (the dt_bias init), A in -[1, 16] (the A_log init); x, B, C in dtype,
+    dt, A, D and the initial state in fp32."""
+    gen = torch.Generator(DEVICE).manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, device=DEVICE)
+
+    return dict(
+        x=randn(batch, T, H, P).to(dtype),
+        dt=F.softplus(randn(batch, T, H) - 4.0),
+        A=-(1 + 15 * torch.rand(H, generator=gen, device=DEVICE)),
+        B=randn(batch, T, G, N).to(dtype),
+        C=randn(batch, T, G, N).to(dtype),
+        D=randn(H),
+        initial_state=randn(num_states, H, N, P),
+    )
+
+
+def gpu_errors(inputs, **kwargs):
+    from gdn.kernels.ssd.chunk import chunk_ssd
+
+    return checks.compare(chunk_ssd, chunk_ssd_torch, inputs, "y", **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(GPU_CASES))
+def test_gpu_triton_matches_float64_chunked(name):
+    batch, T, H, P, G, N, cu_seqlens = GPU_CASES[name]
+    num_states = batch if cu_seqlens is None else len(cu_seqlens) - 1
+    if cu_seqlens is not None:
+        cu_seqlens = torch.tensor(cu_seqlens, dtype=torch.int32, device=DEVICE)
+    errors = gpu_errors(gpu_inputs(batch, T, H, P, G, N, num_states, torch.bfloat16, seed=3), cu_seqlens=cu_seqlens)
+    print(f"\n[gpu errors] SSD {name} bf16: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
+    assert_within(errors, GPU_HALF_TOLERANCE)
+
+
+@pytest.mark.gpu
+def test_gpu_triton_fp32_matches_float64_chunked():
+    errors = gpu_errors(gpu_inputs(2, 1000, 8, 64, 2, 128, 2, torch.float32, seed=4))
+    print("\n[gpu errors] SSD 2x1000x8x64 N128 fp32: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
+    assert_within(errors, {name: 1e-4 if name in ("dA", "ddt") else 2e-5 for name in GPU_HALF_TOLERANCE})
