@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from gdn.models.documents import document_ids, positions_in_documents
-from gdn.models.mlp import SwiGLU, default_hidden_size
-from gdn.models.norms import GatedRMSNorm, RMSNorm
+from gdn.models.mlp import GatedDown, SwiGLU, default_hidden_size
+from gdn.models.norms import GatedRMSNorm, RMSNorm, RMSNormFunction
 from gdn.models.rotary import RotaryEmbedding
 from gdn.models.short_conv import ShortConvolution
 
@@ -68,6 +68,54 @@ def test_rms_norms():
     torch.testing.assert_close(norm(x, gate), normalized * gate * torch.sigmoid(gate))
     torch.testing.assert_close(RMSNorm.forward(norm, x), normalized)
     assert RMSNorm(4)(torch.randn(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def saved_bytes(fn, *inputs) -> int:
+    """Bytes of the tensors fn's autograd graph keeps for the backward (each storage once, inputs included)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return sum(storages.values())
+
+
+def test_rms_norm_gradients_and_what_it_keeps():
+    x = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda x, w: RMSNormFunction.apply(x, w, 1e-5), (x, weight))
+    x16 = torch.randn(64, 256, dtype=torch.bfloat16, requires_grad=True)
+    weight = torch.ones(256, requires_grad=True)
+    # the bf16 input, the weight and one fp32 1/rms per row; no float32 copy of the rows
+    assert saved_bytes(RMSNormFunction.apply, x16, weight, 1e-5) == 64 * 256 * 2 + 256 * 4 + 64 * 4
+
+
+def test_gated_down_gradients_and_what_it_keeps():
+    gate, up = (torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    weight = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(GatedDown.apply, (gate, up, weight))
+    gate, up = (torch.randn(64, 96, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    weight = torch.randn(32, 96, dtype=torch.bfloat16, requires_grad=True)
+    assert saved_bytes(GatedDown.apply, gate, up, weight) == 2 * 64 * 96 * 2 + 32 * 96 * 2  # gate, up, weight
+
+
+def test_gated_down_in_bf16_matches_autograd_of_the_plain_formula():
+    gen = torch.Generator().manual_seed(0)
+    gate, up = (torch.randn(50, 96, generator=gen).bfloat16().requires_grad_() for _ in range(2))
+    weight = (torch.randn(32, 96, generator=gen) / 10).requires_grad_()  # fp32 master weight, as under autocast
+    dy = torch.randn(50, 32, generator=gen).bfloat16()
+    results = []
+    for fn in (GatedDown.apply, lambda g, u, w: F.linear(F.silu(g) * u, w.bfloat16())):
+        for t in (gate, up, weight):
+            t.grad = None
+        fn(gate, up, weight).backward(dy)
+        results.append([gate.grad, up.grad, weight.grad])
+    for ours, plain in zip(*results):
+        assert ours.dtype == plain.dtype
+        assert ((ours.float() - plain.float()).norm() / plain.float().norm()) < 1e-2
 
 
 def test_swiglu():
