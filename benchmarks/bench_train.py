@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gdn.data import Batch  # noqa: E402
 from gdn.models import LanguageModel  # noqa: E402
+from gdn.models.config_files import merge, model_kwargs  # noqa: E402
 from gdn.models.flops import training_flops_per_token  # noqa: E402
 from gdn.train import distributed as dist_utils  # noqa: E402
 from gdn.train.metrics import bf16_peak_flops  # noqa: E402
@@ -43,14 +44,16 @@ from gdn.train.schedule import WarmupConstant  # noqa: E402
 from gdn.train.tracking import NullTracker  # noqa: E402
 from gdn.train.trainer import Trainer, TrainerSettings  # noqa: E402
 
-GDN_MIXER = {"num_heads": 2, "head_dim": 32, "expand_v": 1, "conv_size": 4, "use_short_conv": True, "use_gate": True,
-             "use_delta": True, "use_output_gate": True, "use_output_norm": True, "qk_norm": "l2", "backend": "auto",
-             "chunk_size": 32}  # conf/model/gdn.yaml
-# conf/scale/1.3b/gdn.yaml over conf/model/gdn.yaml
-GDN_1_3B = {"d_model": 2048, "n_layers": 21, "layers": ["gdn"], "mlp": True, "mlp_hidden": 5632,
-            "tie_embeddings": False, "norm_eps": 1e-5, "init_std": 0.02,
-            "mixers": {"gdn": {**GDN_MIXER, "num_heads": 6, "head_dim": 256, "expand_v": 2}}}
-GDN_TINY = {"d_model": 128, "n_layers": 2, "layers": ["gdn"], "mixers": {"gdn": {**GDN_MIXER, "head_dim": 64}}}
+
+def gdn_config(scale: str | None, **overrides) -> dict:
+    """conf/model/gdn.yaml (+ conf/scale/SCALE/gdn.yaml) as gdn-train composes them, without the vocabulary."""
+    config = model_kwargs("gdn", scale)
+    config.pop("vocab_size")
+    return merge(config, overrides)
+
+
+GDN_1_3B = gdn_config("1.3b")
+GDN_TINY = gdn_config(None, d_model=128, mixers={"gdn": {"head_dim": 64}})
 
 
 class RandomTokens:

@@ -89,6 +89,37 @@ def test_chunk_varlen_matches_oracle(dtype):
     assert_within(errors, FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE)
 
 
+def saved_bytes(recompute_states=False, **inputs) -> int:
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunk_gated_delta_rule(**{name: x.detach().requires_grad_() for name, x in inputs.items()},
+                               recompute_states=recompute_states)
+    return sum(storages.values())
+
+
+def assert_recompute_changes_nothing(inputs, **kwargs):
+    """recompute_states=True: bit-identical outputs and gradients (same kernels on the same inputs)."""
+    kept, cotangents = run(chunk_gated_delta_rule, inputs, **kwargs)
+    rebuilt, _ = run(chunk_gated_delta_rule, inputs, cotangents, recompute_states=True, **kwargs)
+    for name, value in kept.items():
+        assert torch.equal(rebuilt[name], value), name
+
+
+def test_recompute_states_gives_the_same_result_and_keeps_less():
+    cu_seqlens = torch.tensor([0, 17, 81, 160], dtype=torch.int32, device=DEVICE)
+    inputs = random_inputs(1, 160, 2, 32, 32, torch.bfloat16, num_states=3, l2norm=True, seed=2)
+    assert_recompute_changes_nothing(inputs, cu_seqlens=cu_seqlens, use_qk_l2norm=True)
+    dense = random_inputs(1, 256, 2, 32, 64, torch.bfloat16, seed=3)
+    kept, rebuilt = saved_bytes(**dense), saved_bytes(**dense, recompute_states=True)
+    # 4 chunks x 2 heads of 32 x 64 bf16 states, V_new, W (bf16), T (64 fp32 per token and head) and gc are gone
+    assert kept - rebuilt >= 4 * 2 * 32 * 64 * 2 + 256 * 2 * (64 + 32) * 2 + 256 * 2 * 64 * 4
+
+
 def test_chunk_without_state_arguments():
     inputs = random_inputs(1, 70, 2, 16, 16, torch.float32)
     o, final = chunk_gated_delta_rule(**inputs, scale=0.3)
@@ -175,6 +206,12 @@ def test_gpu_chunk_matches_float64_chunked(name):
     errors = compare(inputs, chunk_gated_delta_rule_torch, cu_seqlens=cu_seqlens, use_qk_l2norm=True)
     print(f"\n[gpu errors] {name} bf16: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
     assert_within(errors, HALF_TOLERANCE)
+
+
+@pytest.mark.gpu
+def test_gpu_recompute_states_changes_nothing():
+    inputs = random_inputs(4, 4096, 6, 256, 512, torch.bfloat16, num_states=4, l2norm=True, seed=8)
+    assert_recompute_changes_nothing(inputs, use_qk_l2norm=True)
 
 
 @pytest.mark.gpu
