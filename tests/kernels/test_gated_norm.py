@@ -1,26 +1,32 @@
 import pytest
 import torch
 
-from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference
+from gdn.kernels.gated_norm import gated_rms_norm, gated_rms_norm_reference, rms_norm
 from tests.kernels.checks import DEVICE, relative_error
 
 pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conftest.py
 
 
-def check_against_reference(shape, dtype, tolerance, eps=1e-5):
-    """Output and the gradients of x, gate and weight (inputs in `dtype`) vs the float64 reference."""
+def rms_norm_reference(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def check_against_reference(shape, dtype, tolerance, eps=1e-5, gated=True):
+    """Output and the gradients of x, gate and weight (inputs in `dtype`) vs the float64 reference; gated=False
+    checks the plain rms_norm (no gate)."""
     x = (3.0 * torch.randn(shape, dtype=torch.float64, device=DEVICE)).requires_grad_()
     gate = torch.randn(shape, dtype=torch.float64, device=DEVICE).requires_grad_()
     weight = (1.0 + 0.1 * torch.randn(shape[-1], dtype=torch.float64, device=DEVICE)).requires_grad_()
-    leaves = [x, gate, weight]
-    y = gated_rms_norm(*(t.to(dtype) for t in leaves), eps=eps)
-    y_ref = gated_rms_norm_reference(*leaves, eps=eps)
+    leaves = [x, gate, weight] if gated else [x, weight]
+    kernel, reference = (gated_rms_norm, gated_rms_norm_reference) if gated else (rms_norm, rms_norm_reference)
+    y = kernel(*(t.to(dtype) for t in leaves), eps=eps)
+    y_ref = reference(*leaves, eps=eps)
     dy = torch.randn_like(y_ref)
     grads = torch.autograd.grad((y * dy).sum(), leaves)
     grads_ref = torch.autograd.grad((y_ref * dy).sum(), leaves)
     assert y.dtype == dtype and y.shape == y_ref.shape
     assert relative_error(y, y_ref) < tolerance
-    for name, grad, grad_ref in zip(["x", "gate", "weight"], grads, grads_ref):
+    for name, grad, grad_ref in zip(["x", "gate", "weight"] if gated else ["x", "weight"], grads, grads_ref):
         assert relative_error(grad, grad_ref) < tolerance, name
 
 
@@ -45,6 +51,17 @@ def test_large_eps_is_used():
     check_against_reference((3, 5, 2, 16), torch.float32, 1e-5, eps=0.5)
 
 
+@pytest.mark.parametrize("shape", [(2, 37, 64), (3, 131, 32), (1, 13, 100)], ids=str)
+def test_plain_rms_norm_float32_matches_reference(shape):
+    torch.manual_seed(sum(shape))
+    check_against_reference(shape, torch.float32, 1e-5, gated=False)
+
+
+def test_plain_rms_norm_bfloat16_within_bound():
+    torch.manual_seed(4)
+    check_against_reference((2, 21, 96), torch.bfloat16, 1e-2, gated=False)
+
+
 def test_rejects_mismatched_gate():
     with pytest.raises(ValueError, match="gate"):
         gated_rms_norm(torch.randn(2, 3, 8), torch.randn(2, 3, 4), torch.ones(8))
@@ -56,3 +73,11 @@ def test_gpu_full_size_matches_reference(dtype, tolerance):
     """GDN's output norm at training size: 8 x 4096 tokens, 16 heads of 128."""
     torch.manual_seed(3)
     check_against_reference((8, 4096, 16, 128), dtype, tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_gpu_plain_rms_norm_full_size_matches_reference(dtype, tolerance):
+    """The blocks' RMSNorm at a 1.3B model's training size: 8 x 4096 tokens of d_model 2048."""
+    torch.manual_seed(5)
+    check_against_reference((8, 4096, 2048), dtype, tolerance, gated=False)

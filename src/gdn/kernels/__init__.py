@@ -2,5 +2,5 @@
 from gdn.kernels.gated_delta import chunk_gated_delta_rule, recurrent_gated_delta_rule
 from gdn.kernels.gated_delta import chunk_gated_delta_rule_torch, recurrent_gated_delta_rule_reference
 from gdn.kernels.gate import gdn_gate
-from gdn.kernels.gated_norm import gated_rms_norm
+from gdn.kernels.gated_norm import gated_rms_norm, rms_norm
 from gdn.kernels.short_conv import short_conv, short_conv_step

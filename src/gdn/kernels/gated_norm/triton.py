@@ -1,10 +1,12 @@
-"""Gated RMSNorm in Triton: y = x * rstd * weight * SiLU(gate), rstd = 1 / sqrt(mean(x^2) + eps), in fp32.
+"""RMSNorm and gated RMSNorm in Triton: y = x * rstd * weight [* SiLU(gate)], rstd = 1 / sqrt(mean(x^2) + eps),
+in fp32. The plain norm is the same kernels without the gate (HAS_GATE=False: SiLU(gate) taken as 1).
 
-Rows are head vectors (x flattened to [M, D]); one tile holds BLOCK_M whole rows. Backward, with
+Rows are vectors of the last dim (x flattened to [M, D]); one tile holds BLOCK_M whole rows. Backward, with
 xhat = x * rstd, s = sigmoid(gate) and u = dy * weight * gate * s (the gradient reaching xhat):
     dx      = rstd * (u - xhat * mean(u * xhat))      (RMSNorm's Jacobian; rstd is recomputed, never stored)
     dgate   = dy * weight * xhat * s * (1 + gate * (1 - s))
     dweight = sum over rows of dy * xhat * gate * s
+The backward keeps only x (and gate) in their own dtype: nothing in fp32 per element.
 """
 from __future__ import annotations
 
@@ -17,30 +19,35 @@ BWD_TILES_PER_PROGRAM = 8  # row tiles one backward program walks, so weight-gra
 
 
 @triton.jit
-def _load_tile(x_ptr, gate_ptr, rows, cols, mask, D):
+def _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE: tl.constexpr):
     offsets = rows.to(tl.int64)[:, None] * D + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    gate = tl.load(gate_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        gate = tl.load(gate_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    else:
+        gate = x  # unused
     return offsets, x, gate
 
 
 @triton.jit
 def _gated_rms_norm_fwd_kernel(x_ptr, gate_ptr, weight_ptr, y_ptr, num_rows, D, eps,
-                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GATE: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
-    offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D)
+    offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE)
     weight = tl.load(weight_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
     rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
-    y = x * rstd[:, None] * weight[None, :] * gate * tl.sigmoid(gate)
+    y = x * rstd[:, None] * weight[None, :]
+    if HAS_GATE:
+        y = y * gate * tl.sigmoid(gate)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgate_ptr, dweight_part_ptr,
                                num_rows, D, eps, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                               TILES_PER_PROGRAM: tl.constexpr):
+                               TILES_PER_PROGRAM: tl.constexpr, HAS_GATE: tl.constexpr):
     """dx and dgate for TILES_PER_PROGRAM row tiles, plus this program's partial sum of dweight [D]."""
     part = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
@@ -49,18 +56,21 @@ def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgat
     for tile in range(TILES_PER_PROGRAM):
         rows = (part * TILES_PER_PROGRAM + tile) * BLOCK_M + tl.arange(0, BLOCK_M)
         mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
-        offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D)
+        offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
         xhat = x * rstd[:, None]
-        sig = tl.sigmoid(gate)
-        silu = gate * sig
-        u = dy * weight[None, :] * silu
+        if HAS_GATE:
+            sig = tl.sigmoid(gate)
+            dy_gated = dy * gate * sig
+            dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
+            tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+        else:
+            dy_gated = dy
+        u = dy_gated * weight[None, :]
         dx = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
-        dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
-        dweight += tl.sum(dy * xhat * silu, axis=0)
+        dweight += tl.sum(dy_gated * xhat, axis=0)
     tl.store(dweight_part_ptr + part.to(tl.int64) * D + cols, dweight, mask=cols < D)
 
 
@@ -70,17 +80,20 @@ def _block_sizes(D: int, tile_elements: int) -> tuple[int, int]:
 
 
 class GatedRMSNormFunction(torch.autograd.Function):
+    """gate None: the plain RMSNorm."""
+
     @staticmethod
     def forward(ctx, x, gate, weight, eps):
         D = x.shape[-1]
-        x2d, gate2d = x.reshape(-1, D).contiguous(), gate.reshape(-1, D).contiguous()
+        x2d = x.reshape(-1, D).contiguous()
+        gate2d = gate.reshape(-1, D).contiguous() if gate is not None else x2d  # x2d: a placeholder pointer
         num_rows = x2d.shape[0]
         y = torch.empty_like(x2d)
         block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
         _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
-            x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d,
+            x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate is not None,
         )
-        ctx.save_for_backward(x2d, gate2d, weight)
+        ctx.save_for_backward(x2d, gate2d if gate is not None else None, weight)
         ctx.eps = eps
         return y.view(x.shape)
 
@@ -90,13 +103,16 @@ class GatedRMSNormFunction(torch.autograd.Function):
         num_rows, D = x2d.shape
         block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
         num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
-        dx, dgate = torch.empty_like(x2d), torch.empty_like(gate2d)
+        dx = torch.empty_like(x2d)
+        dgate = torch.empty_like(gate2d) if gate2d is not None else None
         dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
         _gated_rms_norm_bwd_kernel[(num_parts,)](
-            x2d, gate2d, weight, dy.reshape(-1, D).contiguous(), dx, dgate, dweight_parts, num_rows, D, ctx.eps,
-            BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM,
+            x2d, x2d if gate2d is None else gate2d, weight, dy.reshape(-1, D).contiguous(), dx,
+            dx if dgate is None else dgate, dweight_parts, num_rows, D, ctx.eps,
+            BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, HAS_GATE=gate2d is not None,
         )
-        return dx.view(dy.shape), dgate.view(dy.shape), dweight_parts.sum(0).to(weight.dtype), None
+        dgate = None if dgate is None else dgate.view(dy.shape)
+        return dx.view(dy.shape), dgate, dweight_parts.sum(0).to(weight.dtype), None
 
 
 def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -109,3 +125,11 @@ def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, ep
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"gated_rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
     return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm(x) * weight over the last dim, computed in fp32; returns x's dtype; differentiable in x and weight.
+    The backward keeps x only (in its own dtype)."""
+    if weight.shape != x.shape[-1:]:
+        raise ValueError(f"rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
+    return GatedRMSNormFunction.apply(x, None, weight.contiguous(), eps)
