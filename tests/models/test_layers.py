@@ -83,6 +83,10 @@ def saved_bytes(fn, *inputs) -> int:
     return sum(storages.values())
 
 
+def gated_down_torch(gate, up, weight):
+    return GatedDown.apply(gate, up, weight, False)  # the PyTorch path (the Triton one: tests/kernels/test_swiglu.py)
+
+
 def test_rms_norm_gradients_and_what_it_keeps():
     x = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(7, dtype=torch.float64, requires_grad=True)
@@ -96,10 +100,10 @@ def test_rms_norm_gradients_and_what_it_keeps():
 def test_gated_down_gradients_and_what_it_keeps():
     gate, up = (torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True) for _ in range(2))
     weight = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
-    torch.autograd.gradcheck(GatedDown.apply, (gate, up, weight))
+    torch.autograd.gradcheck(gated_down_torch, (gate, up, weight))
     gate, up = (torch.randn(64, 96, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     weight = torch.randn(32, 96, dtype=torch.bfloat16, requires_grad=True)
-    assert saved_bytes(GatedDown.apply, gate, up, weight) == 2 * 64 * 96 * 2 + 32 * 96 * 2  # gate, up, weight
+    assert saved_bytes(gated_down_torch, gate, up, weight) == 2 * 64 * 96 * 2 + 32 * 96 * 2  # gate, up, weight
 
 
 def test_gated_down_in_bf16_matches_autograd_of_the_plain_formula():
@@ -108,7 +112,7 @@ def test_gated_down_in_bf16_matches_autograd_of_the_plain_formula():
     weight = (torch.randn(32, 96, generator=gen) / 10).requires_grad_()  # fp32 master weight, as under autocast
     dy = torch.randn(50, 32, generator=gen).bfloat16()
     results = []
-    for fn in (GatedDown.apply, lambda g, u, w: F.linear(F.silu(g) * u, w.bfloat16())):
+    for fn in (gated_down_torch, lambda g, u, w: F.linear(F.silu(g) * u, w.bfloat16())):
         for t in (gate, up, weight):
             t.grad = None
         fn(gate, up, weight).backward(dy)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gdn.kernels.swiglu import swiglu_backward, swiglu_forward
+
 
 def default_hidden_size(d_model: int) -> int:
     """8/3 * d_model rounded up to a multiple of 256 (keeps the parameter count of a 4x GELU MLP)."""
@@ -18,24 +20,31 @@ def default_hidden_size(d_model: int) -> int:
 
 
 class GatedDown(torch.autograd.Function):
-    """y = (SiLU(gate) o up) W^T, computed in gate's dtype (bf16 under autocast, as nn.Linear would be)."""
+    """y = (SiLU(gate) o up) W^T, computed in gate's dtype (bf16 under autocast, as nn.Linear would be); the
+    element-wise part in one Triton kernel each way when `triton` (CUDA tensors), else in PyTorch."""
 
     @staticmethod
-    def forward(ctx, gate, up, weight):
+    def forward(ctx, gate, up, weight, triton):
         ctx.save_for_backward(gate, up, weight)
-        return F.linear(F.silu(gate) * up, weight.to(gate.dtype))
+        ctx.triton = triton
+        hidden = swiglu_forward(gate, up) if triton else F.silu(gate) * up
+        return F.linear(hidden, weight.to(gate.dtype))
 
     @staticmethod
     def backward(ctx, dy):
         gate, up, weight = ctx.saved_tensors
-        sig = torch.sigmoid(gate.float())
-        silu = gate.float() * sig
         dy = dy.to(gate.dtype)
-        dweight = dy.flatten(0, -2).t() @ (silu * up.float()).to(gate.dtype).flatten(0, -2)
-        dhidden = (dy @ weight.to(gate.dtype)).float()
-        dgate = dhidden * up.float() * sig * (1 + gate.float() * (1 - sig))  # SiLU'(g) = s (1 + g (1 - s))
-        dup = dhidden * silu
-        return dgate.to(gate.dtype), dup.to(up.dtype), dweight.to(weight.dtype)
+        dhidden = dy @ weight.to(gate.dtype)
+        if ctx.triton:
+            hidden, dgate, dup = swiglu_backward(gate, up, dhidden)
+        else:
+            sig = torch.sigmoid(gate.float())
+            silu = gate.float() * sig
+            hidden = (silu * up.float()).to(gate.dtype)
+            dgate = (dhidden.float() * up.float() * sig * (1 + gate.float() * (1 - sig))).to(gate.dtype)  # SiLU'
+            dup = (dhidden.float() * silu).to(up.dtype)
+        dweight = dy.flatten(0, -2).t() @ hidden.flatten(0, -2)
+        return dgate, dup, dweight.to(weight.dtype), None
 
 
 class SwiGLU(nn.Module):
@@ -47,4 +56,4 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden_size, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return GatedDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight)
+        return GatedDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, x.is_cuda)
