@@ -184,3 +184,22 @@ def test_gpu_triton_fp32_matches_float64_chunked():
     errors = gpu_errors(gpu_inputs(2, 1000, 8, 64, 2, 128, 2, torch.float32, seed=4))
     print("\n[gpu errors] SSD 2x1000x8x64 N128 fp32: " + ", ".join(f"{n} {e:.2e}" for n, e in errors.items()))
     assert_within(errors, {name: 1e-4 if name in ("dA", "ddt") else 2e-5 for name in GPU_HALF_TOLERANCE})
+
+
+def test_triton_backward_keeps_groups_not_heads_and_no_states():
+    """The autograd graph of chunk_ssd keeps B and C per group and rebuilds the chunk states in the backward."""
+    from gdn.kernels.ssd.chunk import chunk_ssd
+
+    T, H, P, G, N = 130, 4, 16, 1, 32
+    inputs = {name: t.detach().float().requires_grad_() for name, t in
+              random_inputs(T, H=H, P=P, G=G, N=N, num_states=1).items()}
+    shapes = set()
+
+    def pack(t):
+        shapes.add(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunk_ssd(**inputs)
+    per_head_qk, states = (T, H, N), (3, H, N, P)  # 3 chunks of 64
+    assert per_head_qk not in shapes and states not in shapes and (T, G, N) in shapes, shapes
