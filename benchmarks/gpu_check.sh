@@ -8,6 +8,8 @@
 #                decode == full forward), then bench_selective_scan.py (Triton vs chunked PyTorch): ~3-5 min
 #   mixers       pytest -m gpu on the SSD (Triton vs float64), FlexAttention SWA vs SDPA with a dense mask, decode ==
 #                full forward for every architecture; then bench_attention.py (SWA vs SDPA/cuDNN, SSD vs mamba_ssm)
+#   lean         pytest -m gpu on the memory-lean parts: RMSNorm and SwiGLU kernels, the SSD's lean backward, the
+#                gated delta rule's recompute_states (~2 min)
 #   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
@@ -35,6 +37,11 @@ if [[ $part == mixers ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_ssd.py tests/models/test_attention_gpu.py \
         tests/models/test_decode_gpu.py 2>&1 | tee "$LOGS/gpu_mixers.log" || status=1
     python3 benchmarks/bench_attention.py 2>&1 | tee "$LOGS/bench_attention.log" || status=1
+fi
+if [[ $part == lean ]]; then
+    python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_swiglu.py tests/kernels/test_gated_norm.py \
+        tests/kernels/test_ssd.py "tests/kernels/test_gated_delta_triton.py::test_gpu_recompute_states_changes_nothing" \
+        2>&1 | tee "$LOGS/gpu_lean.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1

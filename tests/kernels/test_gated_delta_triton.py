@@ -102,12 +102,14 @@ def saved_bytes(recompute_states=False, **inputs) -> int:
     return sum(storages.values())
 
 
-def assert_recompute_changes_nothing(inputs, **kwargs):
-    """recompute_states=True: bit-identical outputs and gradients (same kernels on the same inputs)."""
+def assert_recompute_changes_nothing(inputs, tolerance=0.0, **kwargs):
+    """recompute_states=True: the same outputs and gradients (the same kernels on the same inputs): bit-identical in
+    the interpreter; on the GPU within `tolerance`, as two identical calls are (summation order may differ)."""
     kept, cotangents = run(chunk_gated_delta_rule, inputs, **kwargs)
     rebuilt, _ = run(chunk_gated_delta_rule, inputs, cotangents, recompute_states=True, **kwargs)
     for name, value in kept.items():
-        assert torch.equal(rebuilt[name], value), name
+        same = torch.equal(rebuilt[name], value) if tolerance == 0 else relative_error(rebuilt[name], value) < tolerance
+        assert same, name
 
 
 def test_recompute_states_gives_the_same_result_and_keeps_less():
@@ -211,7 +213,7 @@ def test_gpu_chunk_matches_float64_chunked(name):
 @pytest.mark.gpu
 def test_gpu_recompute_states_changes_nothing():
     inputs = random_inputs(4, 4096, 6, 256, 512, torch.bfloat16, num_states=4, l2norm=True, seed=8)
-    assert_recompute_changes_nothing(inputs, use_qk_l2norm=True)
+    assert_recompute_changes_nothing(inputs, tolerance=1e-4, use_qk_l2norm=True)
 
 
 @pytest.mark.gpu
