@@ -40,7 +40,7 @@ if [[ $part == mixers ]]; then
 fi
 if [[ $part == lean ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_swiglu.py tests/kernels/test_gated_norm.py \
-        tests/kernels/test_ssd.py "tests/kernels/test_gated_delta_triton.py::test_gpu_recompute_states_changes_nothing" \
+        tests/kernels/test_ssd.py "tests/kernels/test_gated_delta_triton.py::test_gpu_recompute_states_matches_float64_chunked" \
         2>&1 | tee "$LOGS/gpu_lean.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then

@@ -4,6 +4,7 @@ CPU: the Triton interpreter at small shapes against the step-by-step oracle. GPU
 against the float64 PyTorch chunked computation on the GPU (itself tested against the oracle in
 test_torch_chunk.py); the measured errors are printed (run with -s to see them).
 """
+import functools
 import os
 
 import torch
@@ -102,14 +103,12 @@ def saved_bytes(recompute_states=False, **inputs) -> int:
     return sum(storages.values())
 
 
-def assert_recompute_changes_nothing(inputs, tolerance=0.0, **kwargs):
-    """recompute_states=True: the same outputs and gradients (the same kernels on the same inputs): bit-identical in
-    the interpreter; on the GPU within `tolerance`, as two identical calls are (summation order may differ)."""
+def assert_recompute_changes_nothing(inputs, **kwargs):
+    """recompute_states=True: bit-identical outputs and gradients in the interpreter (same kernels, same inputs)."""
     kept, cotangents = run(chunk_gated_delta_rule, inputs, **kwargs)
     rebuilt, _ = run(chunk_gated_delta_rule, inputs, cotangents, recompute_states=True, **kwargs)
     for name, value in kept.items():
-        same = torch.equal(rebuilt[name], value) if tolerance == 0 else relative_error(rebuilt[name], value) < tolerance
-        assert same, name
+        assert torch.equal(rebuilt[name], value), name
 
 
 def test_recompute_states_gives_the_same_result_and_keeps_less():
@@ -211,9 +210,15 @@ def test_gpu_chunk_matches_float64_chunked(name):
 
 
 @pytest.mark.gpu
-def test_gpu_recompute_states_changes_nothing():
+def test_gpu_recompute_states_matches_float64_chunked():
+    """recompute_states=True at the 1.3B layer's shape, against the float64 chunked reference like the cases above
+    (not against the kept-states run bit for bit: two identical GPU calls already differ in the last bits)."""
     inputs = random_inputs(4, 4096, 6, 256, 512, torch.bfloat16, num_states=4, l2norm=True, seed=8)
-    assert_recompute_changes_nothing(inputs, tolerance=1e-4, use_qk_l2norm=True)
+    rebuilding = functools.partial(chunk_gated_delta_rule, recompute_states=True)
+    errors = checks.compare(rebuilding, chunk_gated_delta_rule_torch, inputs, "o", use_qk_l2norm=True)
+    shown = ", ".join(f"{n} {e:.2e}" for n, e in errors.items())
+    print(f"\n[gpu errors] 4x4096x6x256x512 recompute_states bf16: {shown}")
+    assert_within(errors, HALF_TOLERANCE)
 
 
 @pytest.mark.gpu
