@@ -94,10 +94,11 @@ def test_prompt_then_tokens_equals_full_forward(prompt):
     assert state.conv.shape == (2, 3, layer.d_inner + 2 * layer.ngroups * layer.d_state)
 
 
-def test_triton_backend_matches_the_torch_backend():
+@pytest.mark.parametrize("ngroups", [1, 2])  # 1: the output norm's fused Triton kernel too
+def test_triton_backend_matches_the_torch_backend(ngroups):
     torch.manual_seed(0)
-    torch_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": 2})
-    triton_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": 2, "backend": "triton"})
+    torch_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": ngroups})
+    triton_layer = Mamba2(D_MODEL, **{**SMALL, "ngroups": ngroups, "backend": "triton"})
     triton_layer.load_state_dict(torch_layer.state_dict())
     x = random_x(1, 70).float()
     bounds = torch.tensor([0, 5, 70], dtype=torch.int32)

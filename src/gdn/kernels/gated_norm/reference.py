@@ -10,10 +10,12 @@ import torch.nn.functional as F
 
 
 def gated_rms_norm_reference(
-    x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5
+    x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5, norm_before_gate: bool = True
 ) -> torch.Tensor:
-    """x, gate [..., H, D]; weight [D]; normalised over the last dim."""
+    """x, gate [..., H, D]; weight [D]; normalised over the last dim (after the gate if not norm_before_gate)."""
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
-    x_c = x.to(compute_dtype)
-    normed = x_c * torch.rsqrt(x_c.pow(2).mean(-1, keepdim=True) + eps)
-    return (normed * weight.to(compute_dtype) * F.silu(gate.to(compute_dtype))).to(x.dtype)
+    x_c, silu = x.to(compute_dtype), F.silu(gate.to(compute_dtype))
+    if not norm_before_gate:
+        x_c = x_c * silu
+    normed = x_c * torch.rsqrt(x_c.pow(2).mean(-1, keepdim=True) + eps) * weight.to(compute_dtype)
+    return (normed * silu if norm_before_gate else normed).to(x.dtype)

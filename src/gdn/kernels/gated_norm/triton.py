@@ -7,6 +7,11 @@ xhat = x * rstd, s = sigmoid(gate) and u = dy * weight * gate * s (the gradient 
     dgate   = dy * weight * xhat * s * (1 + gate * (1 - s))
     dweight = sum over rows of dy * xhat * gate * s
 The backward keeps only x (and gate) in their own dtype: nothing in fp32 per element.
+
+GATE_FIRST (Mamba2's RMSNormGated with norm_before_gate=False): y = RMSNorm(x * SiLU(gate)) * weight. With
+xg = x * SiLU(gate), xhat = xg * rstd and u = dy * weight:
+    dxg = rstd * (u - xhat * mean(u * xhat)),   dx = dxg * SiLU(gate),   dgate = dxg * x * s * (1 + gate * (1 - s))
+    dweight = sum over rows of dy * xhat
 """
 from __future__ import annotations
 
@@ -31,15 +36,18 @@ def _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE: tl.constexpr):
 
 @triton.jit
 def _gated_rms_norm_fwd_kernel(x_ptr, gate_ptr, weight_ptr, y_ptr, num_rows, D, eps,
-                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GATE: tl.constexpr):
+                               BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GATE: tl.constexpr,
+                               GATE_FIRST: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_D)
     mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
     offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE)
     weight = tl.load(weight_ptr + cols, mask=cols < D, other=0.0).to(tl.float32)
+    if GATE_FIRST:
+        x = x * gate * tl.sigmoid(gate)
     rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
     y = x * rstd[:, None] * weight[None, :]
-    if HAS_GATE:
+    if HAS_GATE and not GATE_FIRST:
         y = y * gate * tl.sigmoid(gate)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -47,7 +55,7 @@ def _gated_rms_norm_fwd_kernel(x_ptr, gate_ptr, weight_ptr, y_ptr, num_rows, D, 
 @triton.jit
 def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgate_ptr, dweight_part_ptr,
                                num_rows, D, eps, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-                               TILES_PER_PROGRAM: tl.constexpr, HAS_GATE: tl.constexpr):
+                               TILES_PER_PROGRAM: tl.constexpr, HAS_GATE: tl.constexpr, GATE_FIRST: tl.constexpr):
     """dx and dgate for TILES_PER_PROGRAM row tiles, plus this program's partial sum of dweight [D]."""
     part = tl.program_id(0)
     cols = tl.arange(0, BLOCK_D)
@@ -58,19 +66,32 @@ def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgat
         mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
         offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
-        xhat = x * rstd[:, None]
-        if HAS_GATE:
+        if GATE_FIRST:
             sig = tl.sigmoid(gate)
-            dy_gated = dy * gate * sig
-            dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
+            silu = gate * sig
+            xg = x * silu
+            rstd = tl.rsqrt(tl.sum(xg * xg, axis=1) / D + eps)
+            xhat = xg * rstd[:, None]
+            u = dy * weight[None, :]
+            dxg = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
+            dgate = dxg * x * sig * (1.0 + gate * (1.0 - sig))
             tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+            tl.store(dx_ptr + offsets, (dxg * silu).to(dx_ptr.dtype.element_ty), mask=mask)
+            dweight += tl.sum(dy * xhat, axis=0)
         else:
-            dy_gated = dy
-        u = dy_gated * weight[None, :]
-        dx = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
-        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-        dweight += tl.sum(dy_gated * xhat, axis=0)
+            rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
+            xhat = x * rstd[:, None]
+            if HAS_GATE:
+                sig = tl.sigmoid(gate)
+                dy_gated = dy * gate * sig
+                dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
+                tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+            else:
+                dy_gated = dy
+            u = dy_gated * weight[None, :]
+            dx = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
+            tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            dweight += tl.sum(dy_gated * xhat, axis=0)
     tl.store(dweight_part_ptr + part.to(tl.int64) * D + cols, dweight, mask=cols < D)
 
 
@@ -80,10 +101,10 @@ def _block_sizes(D: int, tile_elements: int) -> tuple[int, int]:
 
 
 class GatedRMSNormFunction(torch.autograd.Function):
-    """gate None: the plain RMSNorm."""
+    """gate None: the plain RMSNorm; gate_first: RMSNorm(x * SiLU(gate)) * weight."""
 
     @staticmethod
-    def forward(ctx, x, gate, weight, eps):
+    def forward(ctx, x, gate, weight, eps, gate_first=False):
         D = x.shape[-1]
         x2d = x.reshape(-1, D).contiguous()
         gate2d = gate.reshape(-1, D).contiguous() if gate is not None else x2d  # x2d: a placeholder pointer
@@ -92,9 +113,10 @@ class GatedRMSNormFunction(torch.autograd.Function):
         block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
         _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
             x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate is not None,
+            GATE_FIRST=gate_first,
         )
         ctx.save_for_backward(x2d, gate2d if gate is not None else None, weight)
-        ctx.eps = eps
+        ctx.eps, ctx.gate_first = eps, gate_first
         return y.view(x.shape)
 
     @staticmethod
@@ -110,13 +132,16 @@ class GatedRMSNormFunction(torch.autograd.Function):
             x2d, x2d if gate2d is None else gate2d, weight, dy.reshape(-1, D).contiguous(), dx,
             dx if dgate is None else dgate, dweight_parts, num_rows, D, ctx.eps,
             BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, HAS_GATE=gate2d is not None,
+            GATE_FIRST=ctx.gate_first,
         )
         dgate = None if dgate is None else dgate.view(dy.shape)
-        return dx.view(dy.shape), dgate, dweight_parts.sum(0).to(weight.dtype), None
+        return dx.view(dy.shape), dgate, dweight_parts.sum(0).to(weight.dtype), None, None
 
 
-def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+                   norm_before_gate: bool = True) -> torch.Tensor:
     """RMSNorm(x) * weight * SiLU(gate) over the last dim, computed in fp32; x, gate [..., H, D], weight [D].
+    norm_before_gate=False: RMSNorm(x * SiLU(gate)) * weight (Mamba2's order).
 
     Returns x's dtype; differentiable in x, gate and weight.
     """
@@ -124,7 +149,7 @@ def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, ep
         raise ValueError(f"gated_rms_norm needs gate shaped like x {tuple(x.shape)}, got {tuple(gate.shape)}")
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"gated_rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
-    return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps)
+    return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps, not norm_before_gate)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -132,4 +157,4 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     The backward keeps x only (in its own dtype)."""
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
-    return GatedRMSNormFunction.apply(x, None, weight.contiguous(), eps)
+    return GatedRMSNormFunction.apply(x, None, weight.contiguous(), eps, False)
