@@ -129,6 +129,12 @@ def test_triton_matches_reference(nan_filled_buffers, T):
     triton_matches_reference(random_inputs(T, H=2, P=16, G=1, N=16, num_states=1), tolerance=1e-5)
 
 
+def test_triton_without_skip_connection(nan_filled_buffers):
+    inputs = random_inputs(70, H=2, P=16, G=1, N=16, num_states=1)
+    del inputs["D"]
+    triton_matches_reference(inputs, tolerance=1e-5)
+
+
 def test_triton_varlen_uneven_sequences(nan_filled_buffers):
     cu_seqlens = torch.tensor([0, 7, 80, 97], dtype=torch.int32)
     triton_matches_reference(random_inputs(97, H=2, P=16, G=2, N=16, num_states=3), 1e-5, cu_seqlens=cu_seqlens)
@@ -201,5 +207,5 @@ def test_triton_backward_keeps_groups_not_heads_and_no_states():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         chunk_ssd(**inputs)
-    per_head_qk, states = (T, H, N), (3, H, N, P)  # 3 chunks of 64
-    assert per_head_qk not in shapes and states not in shapes and (T, G, N) in shapes, shapes
+    per_head_qk, values, states = (T, H, N), (T, H, P), (3, H, N, P)  # flat tokens; 3 chunks of 64
+    assert not {per_head_qk, values, states} & shapes and (T, G, N) in shapes, shapes

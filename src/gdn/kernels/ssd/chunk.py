@@ -2,12 +2,14 @@
 
 The SSD is scalar-decay linear attention with q = C, k = B, v = dt o x and log decay g = dt A (torch_chunk.py):
     1. gc = chunk-local cumsum of g (64-token chunks, restarting at every sequence)     PyTorch, autograd
-    2. state_forward    the state entering every chunk                                  _state.py
-    3. output_forward   O = (exp(gc) o Q) S + (Q K^T o M) V                              _output.py
-    y = O + D x                                                                          `SkipConnection`
-`ScalarDecayAttention` runs steps 2-3 and their Triton backward; the element-wise parts around it are autograd.
-What the backward keeps is lean: B and C per group (not expanded to every head), V and gc; the per-chunk states
-are rebuilt by a second state pass (at Mamba2-1.3B's 64 heads and d_state 128: 48 KB less per token and layer).
+    2. V = dt o x                                                                        _elementwise.py
+    3. state_forward    the state entering every chunk                                  _state.py
+    4. output_forward   O = (exp(gc) o Q) S + (Q K^T o M) V                              _output.py
+    5. y = O + D x                                                                       _elementwise.py
+`ChunkSSD` runs steps 2-5 and their backward (the element-wise parts of which are one fused pass).
+What the backward keeps is lean: x, dt, D, gc and B, C per group (not expanded to every head); V and the
+per-chunk states are rebuilt (at Mamba2-1.3B's 64 heads and d_state 128: 56 KB less per token and layer than
+keeping expanded B/C, V and the states).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from gdn.kernels.gated_delta._common import CHUNK, chunk_layout
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
+from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
 
 
 def heads_of_groups(t: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -29,49 +32,37 @@ def sum_over_groups(t: torch.Tensor, groups: int) -> torch.Tensor:
     return t.float().view(T, groups, H // groups, N).sum(2)
 
 
-class ScalarDecayAttention(torch.autograd.Function):
-    """S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t on flat [tokens, heads, dim] tensors, given gc; q, k
-    come per group [tokens, G, N] and serve H / G heads each."""
+class ChunkSSD(torch.autograd.Function):
+    """y = SSD(x, dt, B, C) + D x given gc; x [B, T, H, P] contiguous, dt [B, T, H] fp32, q = C and k = B per group
+    on flat [tokens, G, N]; S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
 
     @staticmethod
-    def forward(ctx, q_groups, k_groups, v, gc, initial_state, output_final_state, layout):
-        H = v.shape[1]
+    def forward(ctx, x, dt, D, q_groups, k_groups, gc, initial_state, output_final_state, layout):
+        batch, T, H, P = x.shape
+        v = ssd_values(x, dt).view(batch * T, H, P)
         q, k = heads_of_groups(q_groups, H), heads_of_groups(k_groups, H)
         h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
-        o = output_forward(q, k, v, h, gc, 1.0, layout)
-        ctx.save_for_backward(q_groups, k_groups, v, gc, initial_state)
+        o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
+        y = ssd_skip(o, x, D) if D is not None else o
+        ctx.save_for_backward(x, dt, D, q_groups, k_groups, gc, initial_state)
         ctx.layout = layout
-        return o, final
+        return y, final
 
     @staticmethod
-    def backward(ctx, do, d_final):
-        q_groups, k_groups, v, gc, initial_state = ctx.saved_tensors
-        layout, H, G = ctx.layout, v.shape[1], q_groups.shape[1]
+    def backward(ctx, dy, d_final):
+        x, dt, D, q_groups, k_groups, gc, initial_state = ctx.saved_tensors
+        layout, (batch, T, H, P), G = ctx.layout, x.shape, q_groups.shape[1]
+        v = ssd_values(x, dt).view(batch * T, H, P)  # rebuilt, as are the states
         q, k = heads_of_groups(q_groups, H), heads_of_groups(k_groups, H)
-        h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)  # rebuilt, not kept
-        do = do.contiguous()
+        h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)
+        do = dy.contiguous().view(batch * T, H, P)  # dO = dy
         d_final = d_final.float().contiguous() if d_final is not None else None
         dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
         dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
         dq, dk, _, dgc = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)
-        dq, dk = sum_over_groups(dq, G), sum_over_groups(dk, G)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dgc, dh0, None, None
-
-
-class SkipConnection(torch.autograd.Function):
-    """y = o + D x per head (x, o [B, T, H, P], D [H]), summed in fp32, y in x's dtype; keeps x and D only."""
-
-    @staticmethod
-    def forward(ctx, o, x, D):
-        ctx.save_for_backward(x, D)
-        return (o.float() + x.float() * D.float()[:, None]).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, D = ctx.saved_tensors
-        dx = (dy.float() * D.float()[:, None]).to(x.dtype)
-        dD = (dy.float() * x.float()).sum(-1).flatten(0, -2).sum(0)
-        return dy, dx, dD.to(D.dtype)
+        dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
+        dq, dk = sum_over_groups(dq, G).to(q.dtype), sum_over_groups(dk, G).to(k.dtype)
+        return dx, ddt, None if D is None else dD.to(D.dtype), dq, dk, dgc, dh0, None, None
 
 
 def chunk_local_cumsum(g: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
@@ -114,11 +105,8 @@ def chunk_ssd(
     if H % B.shape[2]:
         raise ValueError(f"ngroups={B.shape[2]} must divide the number of heads {H}")
     q, k = (t.to(x.dtype).reshape(batch * T, t.shape[2], N).contiguous() for t in (C, B))
-    v = (dt[..., None] * x).to(x.dtype).reshape(batch * T, H, P).contiguous()  # V = dt o x
     h0 = initial_state.float().contiguous() if initial_state is not None else None
-    o, final = ScalarDecayAttention.apply(
-        q, k, v, gc.reshape(batch * T, H).contiguous(), h0, output_final_state, layout
+    return ChunkSSD.apply(
+        x.contiguous(), dt.contiguous(), D.float() if D is not None else None, q, k,
+        gc.reshape(batch * T, H).contiguous(), h0, output_final_state, layout,
     )
-    o = o.view(batch, T, H, P)
-    y = SkipConnection.apply(o, x, D) if D is not None else o  # the skip connection D x
-    return y, final
