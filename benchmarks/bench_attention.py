@@ -3,6 +3,7 @@ alternatives and the figures of anchors-measured.md (H100, torch 2.11, Triton 3.
 
     python benchmarks/bench_attention.py            # 4 x 4096 x 18 heads x 128, window 2048; SSD 4 x 4096 x 64 x 64, N 128
     python benchmarks/bench_attention.py --smoke    # CPU, toy shapes, PyTorch paths (a typo check)
+    python benchmarks/bench_attention.py --ssd-breakdown   # also our SSD stage by stage, forward and backward
 
 Needs torch, triton and this checkout only. bf16 q/k/v (SSD: bf16 x, B, C; fp32 dt, A, D). Times are medians of
 triton.testing.do_bench (CUDA events) after warm-up, in ms; fwd+bwd backpropagates a random output gradient into
@@ -34,6 +35,7 @@ SSD_ANCHOR = (1.59, 6.04)  # mamba_ssm's mamba_chunk_scan_combined (chunk 256), 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="CPU, toy shapes, the PyTorch paths")
+    parser.add_argument("--ssd-breakdown", action="store_true", help="time each stage of our Triton SSD")
     return parser.parse_args(argv)
 
 
@@ -140,6 +142,50 @@ def ssd_rows(device, smoke):
     return title, [(name, measure(lambda *a: fn(*a), inputs, device), SSD_ANCHOR)]
 
 
+def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
+    """Median ms of each stage of chunk_ssd (the functions ChunkSSD calls, in its order) at the benchmark shape."""
+    from gdn.kernels.gated_delta._common import chunk_layout
+    from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
+    from gdn.kernels.gated_delta._state import state_backward, state_forward
+    from gdn.kernels.ssd import chunk as ssd
+    from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
+
+    Bsz, T, H, P, N = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(Bsz, T, H, P, device=device, generator=gen).bfloat16()
+    dt = F.softplus(torch.randn(Bsz, T, H, device=device, generator=gen) - 4.0)
+    A = -torch.empty(H, device=device).uniform_(1, 16, generator=gen)
+    q1, k1 = (torch.randn(Bsz * T, 1, N, device=device, generator=gen).bfloat16() for _ in range(2))
+    D = torch.ones(H, device=device)
+    layout = chunk_layout(Bsz, T, None, device)
+    bench, stages = timer(device), {}
+    stages["chunk_local_cumsum (PyTorch)"] = bench(lambda: ssd.chunk_local_cumsum(dt * A, None))
+    gc = ssd.chunk_local_cumsum(dt * A, None).reshape(Bsz * T, H).contiguous()
+    stages["V = dt x"] = bench(lambda: ssd_values(x, dt))
+    v = ssd_values(x, dt).view(Bsz * T, H, P)
+    stages["B, C to every head (x2)"] = bench(lambda: (ssd.heads_of_groups(q1, H), ssd.heads_of_groups(k1, H)))
+    q, k = ssd.heads_of_groups(q1, H), ssd.heads_of_groups(k1, H)
+    stages["state_forward"] = bench(lambda: state_forward(k, None, v, gc, None, False, layout))
+    h = state_forward(k, None, v, gc, None, False, layout)[0]
+    stages["output_forward"] = bench(lambda: output_forward(q, k, v, h, gc, 1.0, layout))
+    o = output_forward(q, k, v, h, gc, 1.0, layout)
+    stages["y = O + D x"] = bench(lambda: ssd_skip(o.view(x.shape), x, D))
+    do = torch.randn_like(o)
+    stages["output_backward_dv"] = bench(lambda: output_backward_dv(q, k, gc, do, 1.0, layout))
+    dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
+    stages["state_backward"] = bench(lambda: state_backward(q, k, None, gc, do, dv_intra, None, 1.0, False, layout))
+    dh, dv, _ = state_backward(q, k, None, gc, do, dv_intra, None, 1.0, False, layout)
+    stages["output_backward_qkw"] = bench(lambda: output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout))
+    dq = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)[0]
+    stages["dx, ddt, dD (fused)"] = bench(lambda: ssd_elementwise_backward(x, dt, D, do.view(x.shape), dv))
+    stages["dB, dC: sum over heads (x2)"] = bench(lambda: (ssd.sum_over_groups(dq, 1), ssd.sum_over_groups(dq, 1)))
+    print(f"\nSSD stage breakdown, {Bsz} x {T}, {H} heads x {P}, d_state {N}, 1 group (ms, median; the backward "
+          "rebuilds V, B/C per head and the states too: add those forward stages once more)\n")
+    print("| stage | ms |\n|---|---|")
+    for name, ms in stages.items():
+        print(f"| {name} | {ms:.3f} |")
+
+
 def print_table(title, rows, anchor_label):
     print(f"\n{title}\n")
     print(f"| operator | fwd ms | fwd+bwd ms | extra GiB | first call s | {anchor_label} fwd / fwd+bwd ms |")
@@ -160,6 +206,8 @@ def main(argv=None) -> None:
     print(f"# bench_attention on {card}, torch {torch.__version__}")
     print_table(*attention_rows(device, args.smoke), "anchor (H100)")
     print_table(*ssd_rows(device, args.smoke), "mamba_ssm anchor (H100)")
+    if args.ssd_breakdown:
+        ssd_breakdown(device)
 
 
 if __name__ == "__main__":

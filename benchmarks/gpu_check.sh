@@ -36,7 +36,7 @@ fi
 if [[ $part == mixers ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_ssd.py tests/models/test_attention_gpu.py \
         tests/models/test_decode_gpu.py 2>&1 | tee "$LOGS/gpu_mixers.log" || status=1
-    python3 benchmarks/bench_attention.py 2>&1 | tee "$LOGS/bench_attention.log" || status=1
+    python3 benchmarks/bench_attention.py --ssd-breakdown 2>&1 | tee "$LOGS/bench_attention.log" || status=1
 fi
 if [[ $part == lean ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_swiglu.py tests/kernels/test_gated_norm.py \
