@@ -117,6 +117,16 @@ def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, devic
 
 
 @triton.jit
+def qk_head(i_h, H: tl.constexpr, QK_H: tl.constexpr):
+    """The q/k head that value head i_h reads: i_h itself (QK_H = H, the gated delta rule), else its group's
+    (QK_H groups of H / QK_H heads each: the SSD's B and C, shared by the heads of a group)."""
+    if QK_H == H:
+        return i_h
+    else:
+        return i_h // (H // QK_H)
+
+
+@triton.jit
 def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
     """Token rows of chunk i_c on the flat token axis, and which of them lie inside its sequence."""
     i_n = tl.load(chunk_index_ptr + 2 * i_c)

@@ -25,6 +25,7 @@ from gdn.kernels.gated_delta._common import (
     chunk_rows,
     dot_precision,
     new_buffer,
+    qk_head,
     tile_width,
 )
 
@@ -43,8 +44,8 @@ def causal_decay(gc, valid, BT: tl.constexpr):
 def output_forward_kernel(
     q_ptr, k_ptr, v_new_ptr, h_ptr, gc_ptr, o_ptr,
     cu_seqlens_ptr, chunk_index_ptr, scale,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_v, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
@@ -54,7 +55,7 @@ def output_forward_kernel(
     qk = tl.zeros((BT, BT), dtype=tl.float32)
     for k0 in range(0, K, BK):
         ck = k0 + tl.arange(0, BK)
-        k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        k_offs = (rows[:, None] * QK_H + qk_head(i_h, H, QK_H)) * K + ck[None, :]
         k_mask = valid[:, None] & (ck < K)
         q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
         k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
@@ -75,8 +76,8 @@ def output_forward_kernel(
 def output_backward_dv_kernel(
     q_ptr, k_ptr, gc_ptr, do_ptr, dv_ptr,
     cu_seqlens_ptr, chunk_index_ptr, scale,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    PRECISION: tl.constexpr,
+    H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """dV_intra = scale (Q K^T o M)^T dO."""
     i_v, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -85,7 +86,7 @@ def output_backward_dv_kernel(
     kq = tl.zeros((BT, BT), dtype=tl.float32)
     for k0 in range(0, K, BK):
         ck = k0 + tl.arange(0, BK)
-        k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+        k_offs = (rows[:, None] * QK_H + qk_head(i_h, H, QK_H)) * K + ck[None, :]
         k_mask = valid[:, None] & (ck < K)
         q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
         k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
@@ -104,8 +105,8 @@ def output_backward_qkw_kernel(
     q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr,
     dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out: [T, H, K] x3 (dk fp32, dw if HAS_W), [NK, T, H] fp32 per K tile
     cu_seqlens_ptr, chunk_index_ptr, scale,
-    T, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_W: tl.constexpr, PRECISION: tl.constexpr,
+    T, H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, HAS_W: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_k, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
@@ -134,10 +135,11 @@ def output_backward_qkw_kernel(
             dv_new = tl.load(dv_new_ptr + v_offs, mask=v_mask, other=0.0)
             dw -= tl.dot(dv_new, tl.trans(s), input_precision=PRECISION)
 
-    k_offs = (rows[:, None] * H + i_h) * K + ck[None, :]
+    k_offs = (rows[:, None] * QK_H + qk_head(i_h, H, QK_H)) * K + ck[None, :]
     k_mask = valid[:, None] & (ck < K)
     q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
     k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+    grad_offs = (rows[:, None] * H + i_h) * K + ck[None, :]  # dq, dk, dw: one per head
     gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
     last = tl.max(tl.where(valid, rows, 0))
     gl = tl.load(gc_ptr + last * H + i_h)
@@ -148,34 +150,35 @@ def output_backward_qkw_kernel(
     k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
     dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
     dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
-    tl.store(dq_ptr + k_offs, dq.to(dq_ptr.dtype.element_ty), mask=k_mask)
-    tl.store(dk_ptr + k_offs, dk, mask=k_mask)
+    tl.store(dq_ptr + grad_offs, dq.to(dq_ptr.dtype.element_ty), mask=k_mask)
+    tl.store(dk_ptr + grad_offs, dk, mask=k_mask)
     if HAS_W:
-        tl.store(dw_ptr + k_offs, dw.to(dw_ptr.dtype.element_ty), mask=k_mask)
+        tl.store(dw_ptr + grad_offs, dw.to(dw_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
 
 
 def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
-    total, H, K = q.shape
-    V = v_new.shape[-1]
+    """q, k [T, QK_H, K] (QK_H groups of H / QK_H heads, or QK_H = H), v_new [T, H, V] -> o [T, H, V]."""
+    total, QK_H, K = q.shape
+    H, V = v_new.shape[1:]
     o = new_buffer(v_new.shape, q.dtype, q.device)
     BV = tile_width(V, _OUTPUT_BV)
     output_forward_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, v_new, h, gc, o, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
+        H=H, QK_H=QK_H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
         num_warps=4,
     )
     return o
 
 
 def output_backward_dv(q, k, gc, do, scale: float, layout: ChunkLayout):
-    total, H, K = q.shape
-    V = do.shape[-1]
+    total, QK_H, K = q.shape
+    H, V = do.shape[1:]
     dv = new_buffer(do.shape, q.dtype, q.device)
     BV = tile_width(V, _OUTPUT_BV)
     output_backward_dv_kernel[(triton.cdiv(V, BV), layout.num_chunks, H)](
         q, k, gc, do, dv, layout.cu_seqlens, layout.chunk_index, scale,
-        H=H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
+        H=H, QK_H=QK_H, K=K, V=V, BT=CHUNK, BK=tile_width(K, 64), BV=BV, PRECISION=dot_precision(q.dtype),
         num_warps=4,
     )
     return dv
@@ -185,18 +188,19 @@ def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w:
     """-> dq, dk (from the output and state paths; dk fp32), dw (None without W), dgc [T, H] fp32.
 
     dq and dw are written in the input dtype: both are rounded once more before their last use (the l2norm
-    backward or the cast to q's dtype; bf16 products in the WY backward), so fp32 copies would only add traffic."""
-    total, H, K = q.shape
-    V = do.shape[-1]
+    backward or the cast to q's dtype; bf16 products in the WY backward), so fp32 copies would only add traffic.
+    With grouped q, k (QK_H < H) the gradients are still per head [T, H, K]: the caller sums each group's."""
+    total, QK_H, K = q.shape
+    H, V = do.shape[1:]
     BK = tile_width(K, 128)
     n_k = triton.cdiv(K, BK)
-    dq = new_buffer(q.shape, q.dtype, q.device)
-    dk = new_buffer(q.shape, torch.float32, q.device)
-    dw = new_buffer(q.shape, q.dtype, q.device) if has_w else None
+    dq = new_buffer((total, H, K), q.dtype, q.device)
+    dk = new_buffer((total, H, K), torch.float32, q.device)
+    dw = new_buffer((total, H, K), q.dtype, q.device) if has_w else None
     dgc = new_buffer((n_k, total, H), torch.float32, q.device)
     output_backward_qkw_kernel[(n_k, layout.num_chunks, H)](
         q, k, v_new, h, dh, gc, do, dv_new, dq, dk, dw, dgc, layout.cu_seqlens, layout.chunk_index, scale,
-        total, H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=tile_width(V, 64), HAS_W=has_w,
+        total, H=H, QK_H=QK_H, K=K, V=V, BT=CHUNK, BK=BK, BV=tile_width(V, 64), HAS_W=has_w,
         PRECISION=dot_precision(q.dtype), num_warps=8,
     )
     return dq, dk, dw, dgc.sum(0)

@@ -6,10 +6,12 @@ The SSD is scalar-decay linear attention with q = C, k = B, v = dt o x and log d
     3. state_forward    the state entering every chunk                                  _state.py
     4. output_forward   O = (exp(gc) o Q) S + (Q K^T o M) V                              _output.py
     5. y = O + D x                                                                       _elementwise.py
-`ChunkSSD` runs steps 2-5 and their backward (the element-wise parts of which are one fused pass).
-What the backward keeps is lean: x, dt, D, gc and B, C per group (not expanded to every head); V and the
-per-chunk states are rebuilt (at Mamba2-1.3B's 64 heads and d_state 128: 56 KB less per token and layer than
-keeping expanded B/C, V and the states).
+`ChunkSSD` runs steps 2-5 and their backward (the element-wise parts of which are one fused pass). B and C stay
+per group: the chunk kernels read head h's from group h // (H / G) (their QK_H argument), so they are never
+copied to every head; only dB and dC come per head from the kernels and are summed over each group's heads.
+What the backward keeps is lean: x, dt, D, gc and B, C per group; V and the per-chunk states are rebuilt (at
+Mamba2-1.3B's 64 heads and d_state 128: 56 KB less per token and layer than keeping per-head B/C, V and the
+states).
 """
 from __future__ import annotations
 
@@ -21,11 +23,6 @@ from gdn.kernels.gated_delta._state import state_backward, state_forward
 from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
 
 
-def heads_of_groups(t: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """[T, G, N] -> [T, H, N] contiguous: group g serves heads g H/G ... (g + 1) H/G - 1."""
-    return t.repeat_interleave(num_heads // t.shape[1], dim=1)
-
-
 def sum_over_groups(t: torch.Tensor, groups: int) -> torch.Tensor:
     """[T, H, N] per-head gradients -> [T, G, N], summed over each group's heads (fp32)."""
     T, H, N = t.shape
@@ -34,13 +31,13 @@ def sum_over_groups(t: torch.Tensor, groups: int) -> torch.Tensor:
 
 class ChunkSSD(torch.autograd.Function):
     """y = SSD(x, dt, B, C) + D x given gc; x [B, T, H, P] contiguous, dt [B, T, H] fp32, q = C and k = B per group
-    on flat [tokens, G, N]; S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
+    on flat [tokens, G, N]; per head, S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
 
     @staticmethod
     def forward(ctx, x, dt, D, q_groups, k_groups, gc, initial_state, output_final_state, layout):
         batch, T, H, P = x.shape
         v = ssd_values(x, dt).view(batch * T, H, P)
-        q, k = heads_of_groups(q_groups, H), heads_of_groups(k_groups, H)
+        q, k = q_groups, k_groups  # [tokens, G, N], read per group by the kernels
         h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
         o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
         y = ssd_skip(o, x, D) if D is not None else o
@@ -53,7 +50,7 @@ class ChunkSSD(torch.autograd.Function):
         x, dt, D, q_groups, k_groups, gc, initial_state = ctx.saved_tensors
         layout, (batch, T, H, P), G = ctx.layout, x.shape, q_groups.shape[1]
         v = ssd_values(x, dt).view(batch * T, H, P)  # rebuilt, as are the states
-        q, k = heads_of_groups(q_groups, H), heads_of_groups(k_groups, H)
+        q, k = q_groups, k_groups
         h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)
         do = dy.contiguous().view(batch * T, H, P)  # dO = dy
         d_final = d_final.float().contiguous() if d_final is not None else None
