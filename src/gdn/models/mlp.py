@@ -56,4 +56,6 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden_size, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return GatedDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, x.is_cuda)
+        # the Triton kernels in eager mode on CUDA; under torch.compile the PyTorch path, which Inductor fuses
+        triton = x.is_cuda and not torch.compiler.is_compiling()
+        return GatedDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, triton)

@@ -47,9 +47,9 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
+        if x.is_cuda and not torch.compiler.is_compiling():
             return rms_norm(x, self.weight, self.eps)  # Triton: one pass each way, the same quantities kept
-        return RMSNormFunction.apply(x, self.weight, self.eps)
+        return RMSNormFunction.apply(x, self.weight, self.eps)  # also under torch.compile, which fuses it
 
 
 class GatedRMSNorm(RMSNorm):

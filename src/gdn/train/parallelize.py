@@ -17,7 +17,9 @@ Compiling a block whose mixer runs our Triton kernels (GDN, Mamba2, Mamba1 on CU
 in torch.compiler.disable, so Dynamo compiles norm -> residual -> MLP around it and breaks the graph exactly once
 per mixer call instead of tracing into the kernels' launch code (autograd Functions with Python-side
 grid and chunk-index logic). The kernels are hand-fused already; the projections inside the mixer stay eager
-matmuls. Registering each kernel as a torch.library.custom_op (with a fake-tensor shape function and its backward)
+matmuls. RMSNorm and the SwiGLU MLP, which use their own Triton kernels in eager mode on CUDA, switch to their
+PyTorch autograd functions under compilation (torch.compiler.is_compiling()), which Inductor fuses instead.
+Registering each kernel as a torch.library.custom_op (with a fake-tensor shape function and its backward)
 would remove that last break; until then the PyTorch path (CPU) compiles whole: tests/train/test_compile.py counts
 the breaks of both.
 """
