@@ -7,7 +7,7 @@ evaluation is gdn-eval's own code (gdn.eval.mqar_grid.mqar_grid, gdn.eval.niah.n
 
 Training (one model per architecture, same steps, data and seed): a plain loop, bf16 autocast on CUDA, AdamW,
 warm-up then cosine decay. Steps alternate between
-  - an MQAR batch (gdn.data.mqar, byte vocabulary, 1..max key-value pairs per batch, Zoology-style), and
+  - an MQAR batch (gdn.data.mqar, tokens < --mqar-vocab, 1..max key-value pairs per batch, Zoology-style), and
   - a retrieval-text batch: S-NIAH-2 prompts built by gdn.eval.niah.make_sample (essay haystack, 7-digit needle)
     at random lengths and depths from a training seed stream, followed by the answer " VALUE."; the loss is on
     the answer bytes only, so every step teaches retrieval (the eval prompts come from another seed).
@@ -61,10 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--mqar-batch", type=int, default=64)
     parser.add_argument("--mqar-len", type=int, default=512, help="MQAR training length")
-    parser.add_argument("--mqar-kv", type=int, default=64, help="MQAR training draws 1..this many pairs per batch")
+    parser.add_argument("--mqar-kv", type=int, default=16, help="MQAR training draws 1..this many pairs per batch")
+    parser.add_argument("--mqar-vocab", type=int, default=64,
+                        help="MQAR tokens (training and evaluation) come from [0, this): keys 1..(V-1)//2, values "
+                             "above; the model keeps the byte vocabulary. Smaller is easier (fewer keys and values "
+                             "to tell apart: at the byte vocabulary, 127 keys and 128 values, every model of "
+                             "the first GPU attempt stayed on the ln 128 plateau); must be >= 2 * max kv + 1")
     parser.add_argument("--niah-batch", type=int, default=16)
     parser.add_argument("--niah-train-len", type=int, default=2048, help="longest retrieval-text training prompt")
-    parser.add_argument("--eval-mqar-kv", default="16,32,64")
+    parser.add_argument("--eval-mqar-kv", default="4,8,16")
     parser.add_argument("--eval-mqar-lens", default="256,512,1024")
     parser.add_argument("--eval-mqar-examples", type=int, default=512)
     parser.add_argument("--niah-lengths", default="1024,2048,4096,8192")
@@ -90,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.niah_train_len < SHORTEST_PROMPT + 100 or min(args.niah_lengths) < SHORTEST_PROMPT:
         parser.error(f"--niah-train-len must be >= {SHORTEST_PROMPT + 100} and --niah-lengths >= {SHORTEST_PROMPT}: "
                      "the S-NIAH-2 question and needle alone take about 360 bytes")
+    if not 2 * max(args.mqar_kv, *args.eval_mqar_kv) + 1 <= args.mqar_vocab <= BYTE_VOCAB_SIZE:
+        parser.error(f"--mqar-vocab must be in [2 * max kv + 1, {BYTE_VOCAB_SIZE}]: keys and values each need as many "
+                     "distinct tokens as there are pairs")
     if args.out is None:
         args.out = str(Path(os.environ.get("OUT", ".")) / "paper_check.jsonl")
     return args
@@ -162,7 +170,7 @@ def compile_shapes(model: LanguageModel, batches: list[torch.Tensor], device: to
 
 
 def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, budget_s: float) -> dict:
-    mqar = MQARData(vocab_size=BYTE_VOCAB_SIZE, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
+    mqar = MQARData(vocab_size=args.mqar_vocab, seq_len=args.mqar_len, num_kv_pairs=args.mqar_kv,
                     batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=1)
     tokens_per_pair = args.mqar_batch * args.mqar_len + args.niah_batch * args.niah_train_len
     total_steps = max(2, 2 * (args.train_tokens // tokens_per_pair))
@@ -216,7 +224,7 @@ def evaluate(model: LanguageModel, args: argparse.Namespace, device: torch.devic
     model.eval()
     start = time.perf_counter()
     with autocast(device):
-        mqar = mqar_grid(model, vocab_size=BYTE_VOCAB_SIZE, kv_pairs=args.eval_mqar_kv, seq_lens=args.eval_mqar_lens,
+        mqar = mqar_grid(model, vocab_size=args.mqar_vocab, kv_pairs=args.eval_mqar_kv, seq_lens=args.eval_mqar_lens,
                          num_examples=args.eval_mqar_examples, batch_size=64, seed=args.seed, device=device)
         niah = niah_accuracy(model, ByteTokenizer(), tasks=[NIAH_TASK], lengths=args.niah_lengths,
                              num_samples=args.niah_samples, seed=args.seed)
