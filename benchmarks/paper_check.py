@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--niah-samples", type=int, default=20, help="prompts per length, depths 0..1")
     parser.add_argument("--data-workers", type=int, default=6, help="processes building retrieval-text batches")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run every model even if the first one ends on MQAR's chance plateau (by default the "
+                             "call stops there: the other models would measure nothing)")
     parser.add_argument("--out", default=None,
                         help="JSON lines file (default $OUT/paper_check.jsonl, or ./paper_check.jsonl without $OUT)")
     parser.add_argument("--smoke", action="store_true", help="CPU, scale=tiny, a few steps, short lengths (< 60 s)")
@@ -261,6 +264,12 @@ def markdown_table(rows: list[dict], niah_lengths: list[int]) -> str:
     return "\n".join(lines)
 
 
+def on_chance_plateau(loss_mqar: float, mqar_vocab: int) -> bool:
+    """An MQAR loss within 5% of ln(number of values), a uniform guess among them (or NaN): nothing learned."""
+    num_values = mqar_vocab - 1 - (mqar_vocab - 1) // 2  # as gdn.data.mqar splits the vocabulary
+    return not loss_mqar < 0.95 * math.log(num_values)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -279,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         with out.open("a") as file:
             file.write(json.dumps(row) + "\n")
         rows.append(row)
+        if index == 0 and not (args.keep_going or args.smoke) and on_chance_plateau(row["loss_mqar"], args.mqar_vocab):
+            print(f"stopping: {name}'s final MQAR loss {row['loss_mqar']} is on the chance plateau (ln of the "
+                  "number of values); the other models would measure nothing. Give MQAR more tokens (--mqar-batch "
+                  "128, --niah-batch 8) or an easier task (--mqar-kv, --mqar-vocab), or pass --keep-going.")
+            break
     print(markdown_table(rows, args.niah_lengths))
 
 

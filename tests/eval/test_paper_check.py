@@ -107,3 +107,9 @@ def test_smoke_runs_every_architecture(tmp_path):
         assert row["loss_mqar"] > 0 and row["loss_niah"] > 0 and row["compile_s"] >= 0
     table_rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and " | tokens | " in line]
     assert [line.split(" | ")[0][2:] for line in table_rows] == models
+
+
+def test_chance_plateau_is_ln_of_the_number_of_values():
+    check = load_script().on_chance_plateau
+    assert check(4.85, 256) and check(3.47, 64) and check(float("nan"), 64)  # ln 128, ln 32
+    assert not check(2.2, 64) and not check(0.1, 256)
