@@ -76,7 +76,8 @@ def kernels(H, K, V, has_w):
                  ["*bf16"] * 2 + ["*fp32"] + ["*bf16"] * 2 + ["*i32"] * 2 + ["fp32"])
     out_qkw = ptr(["q_ptr", "k_ptr", "v_new_ptr", "h_ptr", "dh_ptr", "gc_ptr", "do_ptr", "dv_new_ptr", "dq_ptr",
                    "dk_ptr", "dw_ptr", "dgc_ptr", "cu_seqlens_ptr", "chunk_index_ptr", "scale", "T"],
-                  ["*bf16"] * 5 + ["*fp32"] + ["*bf16"] * 3 + ["*fp32", "*bf16", "*fp32", "*i32", "*i32", "fp32", "i32"])
+                  ["*bf16"] * 5 + ["*fp32"] + ["*bf16"] * 3
+                  + ["*fp32", "*bf16", "*fp32", "*i32", "*i32", "fp32", "i32"])
     state = dict(common, BK=max(K, 64), BV=64, HAS_H0=True, STORE_FINAL=True, HAS_DHT=True, STORE_DH0=True)
     output = dict(common, BK=64, BV=min(max(V, 64), 128))
     yield "state_forward", "state", "state_forward_kernel", state_fwd, state, 4
