@@ -66,32 +66,29 @@ def _gated_rms_norm_bwd_kernel(x_ptr, gate_ptr, weight_ptr, dy_ptr, dx_ptr, dgat
         mask = (rows < num_rows)[:, None] & (cols < D)[None, :]
         offsets, x, gate = _load_tile(x_ptr, gate_ptr, rows, cols, mask, D, HAS_GATE)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-        if GATE_FIRST:
+        if GATE_FIRST:  # the normalised rows are xg = x * SiLU(gate)
             sig = tl.sigmoid(gate)
             silu = gate * sig
-            xg = x * silu
-            rstd = tl.rsqrt(tl.sum(xg * xg, axis=1) / D + eps)
-            xhat = xg * rstd[:, None]
-            u = dy * weight[None, :]
-            dxg = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
-            dgate = dxg * x * sig * (1.0 + gate * (1.0 - sig))
-            tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
-            tl.store(dx_ptr + offsets, (dxg * silu).to(dx_ptr.dtype.element_ty), mask=mask)
-            dweight += tl.sum(dy * xhat, axis=0)
+            x_in = x * silu
         else:
-            rstd = tl.rsqrt(tl.sum(x * x, axis=1) / D + eps)
-            xhat = x * rstd[:, None]
-            if HAS_GATE:
-                sig = tl.sigmoid(gate)
-                dy_gated = dy * gate * sig
-                dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
-                tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
-            else:
-                dy_gated = dy
-            u = dy_gated * weight[None, :]
-            dx = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
-            tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-            dweight += tl.sum(dy_gated * xhat, axis=0)
+            x_in = x
+        rstd = tl.rsqrt(tl.sum(x_in * x_in, axis=1) / D + eps)
+        xhat = x_in * rstd[:, None]
+        if HAS_GATE and not GATE_FIRST:  # the gradient reaching xhat * weight
+            sig = tl.sigmoid(gate)
+            dy_gated = dy * gate * sig
+            dgate = dy * weight[None, :] * xhat * sig * (1.0 + gate * (1.0 - sig))
+            tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+        else:
+            dy_gated = dy
+        u = dy_gated * weight[None, :]
+        dx_in = rstd[:, None] * (u - xhat * (tl.sum(u * xhat, axis=1) / D)[:, None])
+        if GATE_FIRST:
+            dgate = dx_in * x * sig * (1.0 + gate * (1.0 - sig))
+            tl.store(dgate_ptr + offsets, dgate.to(dgate_ptr.dtype.element_ty), mask=mask)
+            dx_in = dx_in * silu
+        tl.store(dx_ptr + offsets, dx_in.to(dx_ptr.dtype.element_ty), mask=mask)
+        dweight += tl.sum(dy_gated * xhat, axis=0)
     tl.store(dweight_part_ptr + part.to(tl.int64) * D + cols, dweight, mask=cols < D)
 
 
@@ -107,15 +104,15 @@ class GatedRMSNormFunction(torch.autograd.Function):
     def forward(ctx, x, gate, weight, eps, gate_first=False):
         D = x.shape[-1]
         x2d = x.reshape(-1, D).contiguous()
-        gate2d = gate.reshape(-1, D).contiguous() if gate is not None else x2d  # x2d: a placeholder pointer
+        gate2d = gate.reshape(-1, D).contiguous() if gate is not None else None
         num_rows = x2d.shape[0]
         y = torch.empty_like(x2d)
         block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
         _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
-            x2d, gate2d, weight, y, num_rows, D, eps, BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate is not None,
-            GATE_FIRST=gate_first,
+            x2d, x2d if gate2d is None else gate2d, weight, y, num_rows, D, eps,  # x2d: a pointer never read
+            BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate2d is not None, GATE_FIRST=gate_first,
         )
-        ctx.save_for_backward(x2d, gate2d if gate is not None else None, weight)
+        ctx.save_for_backward(x2d, gate2d, weight)
         ctx.eps, ctx.gate_first = eps, gate_first
         return y.view(x.shape)
 
