@@ -155,7 +155,7 @@ def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     x = torch.randn(Bsz, T, H, P, device=device, generator=gen).bfloat16()
     dt = F.softplus(torch.randn(Bsz, T, H, device=device, generator=gen) - 4.0)
     A = -torch.empty(H, device=device).uniform_(1, 16, generator=gen)
-    q1, k1 = (torch.randn(Bsz * T, 1, N, device=device, generator=gen).bfloat16() for _ in range(2))
+    q, k = (torch.randn(Bsz * T, 1, N, device=device, generator=gen).bfloat16() for _ in range(2))  # one group
     D = torch.ones(H, device=device)
     layout = chunk_layout(Bsz, T, None, device)
     bench, stages = timer(device), {}
@@ -163,7 +163,6 @@ def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     gc = ssd.chunk_local_cumsum(dt * A, None).reshape(Bsz * T, H).contiguous()
     stages["V = dt x"] = bench(lambda: ssd_values(x, dt))
     v = ssd_values(x, dt).view(Bsz * T, H, P)
-    q, k = q1, k1  # one group: the kernels read it for every head
     stages["state_forward"] = bench(lambda: state_forward(k, None, v, gc, None, False, layout))
     h = state_forward(k, None, v, gc, None, False, layout)[0]
     stages["output_forward"] = bench(lambda: output_forward(q, k, v, h, gc, 1.0, layout))

@@ -21,6 +21,7 @@ from torch import nn
 
 from gdn.kernels import gated_rms_norm
 from gdn.kernels.ssd import chunk_ssd, chunk_ssd_torch
+from gdn.kernels.ssd.reference import check_groups
 from gdn.models.documents import check_packed
 from gdn.models.short_conv import ShortConvolution
 
@@ -87,8 +88,7 @@ class Mamba2(nn.Module):
         if d_inner % headdim:
             raise ValueError(f"expand * d_model = {d_inner} must be a multiple of headdim {headdim}")
         num_heads = d_inner // headdim
-        if num_heads % ngroups:
-            raise ValueError(f"ngroups={ngroups} must divide the number of heads {num_heads}")
+        check_groups(ngroups, num_heads)
         self.d_inner, self.d_state, self.headdim, self.ngroups, self.num_heads = (
             d_inner, d_state, headdim, ngroups, num_heads)
         self.A_init_range, self.dt_range, self.dt_init_floor = tuple(A_init_range), (dt_min, dt_max), dt_init_floor

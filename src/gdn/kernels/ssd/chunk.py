@@ -21,6 +21,7 @@ from gdn.kernels.gated_delta._common import CHUNK, chunk_layout
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
 from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
+from gdn.kernels.ssd.reference import check_groups
 
 
 def sum_over_groups(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -34,23 +35,21 @@ class ChunkSSD(torch.autograd.Function):
     on flat [tokens, G, N]; per head, S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
 
     @staticmethod
-    def forward(ctx, x, dt, D, q_groups, k_groups, gc, initial_state, output_final_state, layout):
+    def forward(ctx, x, dt, D, q, k, gc, initial_state, output_final_state, layout):
         batch, T, H, P = x.shape
         v = ssd_values(x, dt).view(batch * T, H, P)
-        q, k = q_groups, k_groups  # [tokens, G, N], read per group by the kernels
         h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
         o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
         y = ssd_skip(o, x, D) if D is not None else o
-        ctx.save_for_backward(x, dt, D, q_groups, k_groups, gc, initial_state)
+        ctx.save_for_backward(x, dt, D, q, k, gc, initial_state)
         ctx.layout = layout
         return y, final
 
     @staticmethod
     def backward(ctx, dy, d_final):
-        x, dt, D, q_groups, k_groups, gc, initial_state = ctx.saved_tensors
-        layout, (batch, T, H, P), G = ctx.layout, x.shape, q_groups.shape[1]
+        x, dt, D, q, k, gc, initial_state = ctx.saved_tensors
+        layout, (batch, T, H, P), G = ctx.layout, x.shape, q.shape[1]
         v = ssd_values(x, dt).view(batch * T, H, P)  # rebuilt, as are the states
-        q, k = q_groups, k_groups
         h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)
         do = dy.contiguous().view(batch * T, H, P)  # dO = dy
         d_final = d_final.float().contiguous() if d_final is not None else None
@@ -99,8 +98,7 @@ def chunk_ssd(
     layout = chunk_layout(batch, T, cu_seqlens, x.device)
     dt = dt.float()
     gc = chunk_local_cumsum(dt * A.float(), cu_seqlens)  # g = dt A
-    if H % B.shape[2]:
-        raise ValueError(f"ngroups={B.shape[2]} must divide the number of heads {H}")
+    check_groups(B.shape[2], H)
     q, k = (t.to(x.dtype).reshape(batch * T, t.shape[2], N).contiguous() for t in (C, B))
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     return ChunkSSD.apply(

@@ -14,12 +14,15 @@ import torch
 from gdn.kernels.sequences import sequence_bounds
 
 
-def expand_groups(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """B or C [B, T, G, N] -> [B, T, H, N]: each of the G groups serves H / G consecutive heads."""
-    groups = x.shape[2]
+def check_groups(groups: int, num_heads: int) -> None:
     if num_heads % groups:
         raise ValueError(f"ngroups={groups} must divide the number of heads {num_heads}")
-    return x.repeat_interleave(num_heads // groups, dim=2)
+
+
+def expand_groups(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """B or C [B, T, G, N] -> [B, T, H, N]: each of the G groups serves H / G consecutive heads."""
+    check_groups(x.shape[2], num_heads)
+    return x.repeat_interleave(num_heads // x.shape[2], dim=2)
 
 
 def recurrent_ssd_reference(
