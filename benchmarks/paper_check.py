@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from gdn.data.batch import IGNORE_INDEX  # noqa: E402
 from gdn.data.byte_tokenizer import BYTE_VOCAB_SIZE, ByteTokenizer  # noqa: E402
-from gdn.data.mqar import MQARData  # noqa: E402
+from gdn.data.mqar import MQARData, split_vocabulary  # noqa: E402
 from gdn.eval.mqar_grid import mqar_grid  # noqa: E402
 from gdn.eval.niah import make_sample, niah_accuracy  # noqa: E402
 from gdn.models import LanguageModel  # noqa: E402
@@ -266,8 +266,7 @@ def markdown_table(rows: list[dict], niah_lengths: list[int]) -> str:
 
 def on_chance_plateau(loss_mqar: float, mqar_vocab: int) -> bool:
     """An MQAR loss within 5% of ln(number of values), a uniform guess among them (or NaN): nothing learned."""
-    num_values = mqar_vocab - 1 - (mqar_vocab - 1) // 2  # as gdn.data.mqar splits the vocabulary
-    return not loss_mqar < 0.95 * math.log(num_values)
+    return not loss_mqar < 0.95 * math.log(split_vocabulary(mqar_vocab)[1])
 
 
 def main(argv: list[str] | None = None) -> None:

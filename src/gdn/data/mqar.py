@@ -27,6 +27,12 @@ FILLER = 0
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
 
+def split_vocabulary(vocab_size: int) -> tuple[int, int]:
+    """(K keys, values): keys are tokens [1, 1 + K), values [1 + K, vocab_size), K = (vocab_size - 1) // 2."""
+    num_keys = (vocab_size - 1) // 2
+    return num_keys, vocab_size - 1 - num_keys
+
+
 class MQARData:
     """Random-access MQAR batches: train_batch(index) depends only on (seed, index)."""
 
@@ -53,8 +59,7 @@ class MQARData:
         self.num_eval_examples = num_eval_examples
         self.power_a = power_a
         self.min_train_kv_pairs = min_train_kv_pairs
-        self._num_keys = (vocab_size - 1) // 2
-        self._num_values = vocab_size - 1 - self._num_keys
+        self._num_keys, self._num_values = split_vocabulary(vocab_size)
 
     def train_batch(self, index: int) -> Batch:
         if index < 0:
