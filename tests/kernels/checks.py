@@ -35,3 +35,16 @@ def compare(kernel, reference, inputs: dict, output_name: str, **kwargs) -> dict
 def assert_within(errors: dict[str, float], tolerance: dict[str, float]) -> None:
     failed = {name: err for name, err in errors.items() if not err < tolerance[name]}
     assert not failed, f"errors over tolerance: {failed} (all: {errors})"
+
+
+def saved_bytes(fn, *args, **kwargs) -> int:
+    """Bytes of the tensors fn's autograd graph keeps for the backward (each storage once, inputs included)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args, **kwargs)
+    return sum(storages.values())

@@ -90,19 +90,6 @@ def test_chunk_varlen_matches_oracle(dtype):
     assert_within(errors, FP32_TOLERANCE if dtype == torch.float32 else HALF_TOLERANCE)
 
 
-def saved_bytes(recompute_states=False, **inputs) -> int:
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        chunk_gated_delta_rule(**{name: x.detach().requires_grad_() for name, x in inputs.items()},
-                               recompute_states=recompute_states)
-    return sum(storages.values())
-
-
 def assert_recompute_changes_nothing(inputs, **kwargs):
     """recompute_states=True: bit-identical outputs and gradients in the interpreter (same kernels, same inputs)."""
     kept, cotangents = run(chunk_gated_delta_rule, inputs, **kwargs)
@@ -115,8 +102,10 @@ def test_recompute_states_gives_the_same_result_and_keeps_less():
     cu_seqlens = torch.tensor([0, 17, 81, 160], dtype=torch.int32, device=DEVICE)
     inputs = random_inputs(1, 160, 2, 32, 32, torch.bfloat16, num_states=3, l2norm=True, seed=2)
     assert_recompute_changes_nothing(inputs, cu_seqlens=cu_seqlens, use_qk_l2norm=True)
-    dense = random_inputs(1, 256, 2, 32, 64, torch.bfloat16, seed=3)
-    kept, rebuilt = saved_bytes(**dense), saved_bytes(**dense, recompute_states=True)
+    dense = {name: x.detach().requires_grad_() for name, x in random_inputs(1, 256, 2, 32, 64, torch.bfloat16,
+                                                                          seed=3).items()}
+    kept = checks.saved_bytes(chunk_gated_delta_rule, **dense)
+    rebuilt = checks.saved_bytes(chunk_gated_delta_rule, **dense, recompute_states=True)
     # 4 chunks x 2 heads of 32 x 64 bf16 states, V_new, W (bf16), T (64 fp32 per token and head) and gc are gone
     assert kept - rebuilt >= 4 * 2 * 32 * 64 * 2 + 256 * 2 * (64 + 32) * 2 + 256 * 2 * 64 * 4
 

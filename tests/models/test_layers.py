@@ -7,6 +7,7 @@ from gdn.models.mlp import GatedDown, SwiGLU, default_hidden_size
 from gdn.models.norms import GatedRMSNorm, RMSNorm, RMSNormFunction
 from gdn.models.rotary import RotaryEmbedding
 from gdn.models.short_conv import ShortConvolution
+from tests.kernels.checks import saved_bytes
 
 CU_SEQLENS = torch.tensor([0, 3, 4, 9], dtype=torch.int32)
 
@@ -68,19 +69,6 @@ def test_rms_norms():
     torch.testing.assert_close(norm(x, gate), normalized * gate * torch.sigmoid(gate))
     torch.testing.assert_close(RMSNorm.forward(norm, x), normalized)
     assert RMSNorm(4)(torch.randn(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
-
-
-def saved_bytes(fn, *inputs) -> int:
-    """Bytes of the tensors fn's autograd graph keeps for the backward (each storage once, inputs included)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*inputs)
-    return sum(storages.values())
 
 
 def gated_down_torch(gate, up, weight):
