@@ -41,6 +41,7 @@ from gdn.eval.mqar_grid import mqar_grid  # noqa: E402
 from gdn.eval.niah import make_sample, niah_accuracy  # noqa: E402
 from gdn.models import LanguageModel  # noqa: E402
 from gdn.models.config_files import model_kwargs  # noqa: E402
+from gdn.train.schedule import WarmupCosine  # noqa: E402
 
 ALL_MODELS = ("gdn", "gdn_h1", "gdn_h2", "mamba2", "samba", "transformer", "deltanet")
 NIAH_TASK = 2
@@ -142,13 +143,6 @@ class RetrievalBatches(torch.utils.data.Dataset):
         return retrieval_batch(self.batch_size, self.max_len, self.seed, index)
 
 
-def learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine down to 10% of peak
-
-
 def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -177,6 +171,7 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, 
                     batch_size=args.mqar_batch, seed=args.seed, min_train_kv_pairs=1)
     tokens_per_pair = args.mqar_batch * args.mqar_len + args.niah_batch * args.niah_train_len
     total_steps = max(2, 2 * (args.train_tokens // tokens_per_pair))
+    schedule = WarmupCosine(args.warmup_steps, min_lr_ratio=0.1)  # cosine down to 10% of the peak
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=device.type == "cuda")
     retrieval = iter(torch.utils.data.DataLoader(
@@ -202,7 +197,7 @@ def train(model: LanguageModel, args: argparse.Namespace, device: torch.device, 
             inputs, labels = next(retrieval)
         inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total_steps, args.lr, args.warmup_steps)
+            group["lr"] = args.lr * schedule(step, total_steps)
         with autocast(device):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
