@@ -113,3 +113,25 @@ def test_chance_plateau_is_ln_of_the_number_of_values():
     check = load_script().on_chance_plateau
     assert check(4.85, 256) and check(3.47, 64) and check(float("nan"), 64)  # ln 128, ln 32
     assert not check(2.2, 64) and not check(0.1, 256)
+
+
+def run_row(model: str, lr: float, mqar: float, niah: float) -> dict:
+    return {"model": model, "lr": lr, "params": 7.6e6, "train_tokens": 3e7, "train_s": 75.0, "stopped_by": "time",
+            "loss_mqar": 1.0, "mqar_mean": mqar, "niah": {"niah/s2_acc_len1024": niah, "niah/s2_acc_len2048": niah}}
+
+
+def test_summarize_shows_each_model_at_its_best_learning_rate(tmp_path):
+    module = load_script()
+    runs = [run_row("mamba2", 4e-4, 0.14, 0.0), run_row("gdn", 4e-4, 0.99, 0.5), run_row("mamba2", 2e-3, 0.62, 0.0),
+            run_row("gdn", 1e-3, 0.93, 1.0), run_row("gdn", 2e-3, 0.99, 0.9)]  # gdn: MQAR tie, S-NIAH decides
+    best = module.best_per_model(runs)
+    assert [(row["model"], row["lr"]) for row in best] == [("gdn", 2e-3), ("mamba2", 2e-3)]
+    files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    files[0].write_text("".join(json.dumps(row) + "\n" for row in runs[:2]))
+    files[1].write_text("".join(json.dumps(row) + "\n" for row in runs[2:]))
+    best_table, every_table = module.summarize([str(f) for f in files], [1024, 2048]).split("Every run:")
+    assert [line.split(" | ")[:2] for line in best_table.splitlines() if line.startswith("| ") and "0.0" in line] == [
+        ["| gdn", "0.002"], ["| mamba2", "0.002"]]
+    every = [line.split(" | ")[:2] for line in every_table.splitlines() if line.startswith("| ") and "0.0" in line]
+    assert every == [["| gdn", "0.0004"], ["| gdn", "0.001"], ["| gdn", "0.002"], ["| mamba2", "0.0004"],
+                     ["| mamba2", "0.002"]]
