@@ -39,7 +39,7 @@ from gdn.models.flops import training_flops_per_token  # noqa: E402
 from gdn.train import distributed as dist_utils  # noqa: E402
 from gdn.train.metrics import bf16_peak_flops  # noqa: E402
 from gdn.train.optim import build_optimizer  # noqa: E402
-from gdn.train.parallelize import ParallelSettings, parallelize  # noqa: E402
+from gdn.train.parallelize import DTYPES, ParallelSettings, parallelize  # noqa: E402
 from gdn.train.schedule import WarmupConstant  # noqa: E402
 from gdn.train.tracking import NullTracker  # noqa: E402
 from gdn.train.trainer import Trainer, TrainerSettings  # noqa: E402
@@ -72,18 +72,18 @@ class RandomTokens:
 
 
 def build_trainer(model_config: dict, vocab_size: int, data: RandomTokens, parallel: ParallelSettings,
-                  precision: str, loss_chunk_tokens: int | None, folder: Path):
+                  precision: str, loss_chunk_tokens: int | None, folder: Path, weights_dtype: str = "fp32"):
     device = dist_utils.local_device("auto")
     torch.manual_seed(0)
     with device:  # initialise on the GPU itself (1.4B parameters take a while on the CPU)
-        model = LanguageModel(vocab_size=vocab_size, **model_config)
+        model = LanguageModel(vocab_size=vocab_size, **model_config).to(DTYPES[weights_dtype])
     flops = training_flops_per_token(model, data.seq_len)
     mesh = dist_utils.ParallelDims.from_config(parallel.dp_replicate, parallel.dp_shard,
                                                dist_utils.world_size()).build_mesh(device.type)
     model = parallelize(model, parallel, device, mesh)
     optimizer = build_optimizer(model, functools.partial(torch.optim.AdamW, lr=3e-4, weight_decay=0.1))
-    settings = TrainerSettings(max_steps=10**6, grad_clip=1.0, precision=precision, progress_bar=False,
-                               loss_chunk_tokens=loss_chunk_tokens, parallel=parallel)
+    settings = TrainerSettings(max_steps=10**6, grad_clip=1.0, precision=precision, weights_dtype=weights_dtype,
+                               progress_bar=False, loss_chunk_tokens=loss_chunk_tokens, parallel=parallel)
     return Trainer(model, data, optimizer, WarmupConstant(1), settings, NullTracker(), folder), flops
 
 
@@ -95,14 +95,16 @@ def throughput(args) -> dict:
     parallel = ParallelSettings(activation_checkpointing=args.ac, ac_every=args.ac_every,
                                 compile=args.compile == "on", reshard_after_forward=args.reshard_after_forward)
     result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name() if cuda else "cpu",
-              "torch": torch.__version__, "model": args.model, "ac": args.ac, "compile": args.compile,
+              "torch": torch.__version__, "model": args.model, "weights": args.weights, "ac": args.ac,
+              "compile": args.compile,
               "batch_per_gpu": args.batch, "seq_len": args.seq_len, "loss_chunk_tokens": args.loss_chunk}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model_config = GDN_1_3B if args.model == "gdn-1.3b" else GDN_TINY
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer, flops = build_trainer(model_config, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp))
+            trainer, flops = build_trainer(model_config, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp),
+                                           args.weights)
             start = time.perf_counter()
             for _ in range(args.warmup):
                 trainer.train_step()
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ac", choices=["none", "full", "selective", "op"], default="none")
     parser.add_argument("--ac-every", type=int, default=2)
     parser.add_argument("--compile", choices=["on", "off"], default="off")
+    parser.add_argument("--weights", choices=["fp32", "bf16"], default="fp32",
+                        help="trainer.weights_dtype: fp32 master weights, or the whole model in bf16 (FLA's anchor)")
     parser.add_argument("--reshard-after-forward", type=lambda s: s.lower() == "true", default=True)
     parser.add_argument("--batch", type=int, default=8, help="rows per GPU")
     parser.add_argument("--seq-len", type=int, default=4096)

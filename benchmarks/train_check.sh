@@ -4,6 +4,7 @@
 #   equality     NCCL: 10 fp32 steps of a tiny GDN on 2 GPUs == 1 GPU (needs 2 GPUs; ~2 min)
 #   single       GDN scale=1.3b, 8 x 4096 tokens per step on one GPU: AC none, full, op (~6-8 min)
 #   compile      the same with per-block torch.compile, AC full and none (~5-8 min)
+#   bf16         single with trainer.weights_dtype=bf16 (FLA's anchor setup): AC none, full, op (~2 min)
 #   scale N      FSDP2 over N GPUs (torchrun), 8 x 4096 tokens per GPU, AC full; run N = 1, 2, 4 (~3 min each)
 # Needs torch, triton, numpy and tqdm (no Hydra / OmegaConf / MLflow); wheels in .whl-gdn/ are installed first.
 # Run from the repository root. Logs and one JSON line per result go to $OUT (or ./gpu_logs).
@@ -25,6 +26,10 @@ case $part in
         for ac in none full op; do
             $bench single --ac "$ac" 2>&1 | tee -a "$LOGS/train_single.log" || status=1
         done ;;
+    bf16)
+        for ac in none full op; do
+            $bench single --weights bf16 --ac "$ac" 2>&1 | tee -a "$LOGS/train_bf16.log" || status=1
+        done ;;
     compile)
         for ac in full none; do
             $bench single --ac "$ac" --compile on 2>&1 | tee -a "$LOGS/train_compile.log" || status=1
@@ -34,7 +39,7 @@ case $part in
         $torchrun --nproc_per_node="$n" benchmarks/bench_train.py fsdp --ac full 2>&1 \
             | tee -a "$LOGS/train_scale.log" || status=1 ;;
     *)
-        echo "unknown part $part: smoke | equality | single | compile | scale N"; exit 2 ;;
+        echo "unknown part $part: smoke | equality | single | bf16 | compile | scale N"; exit 2 ;;
 esac
 grep -h '^{' "$LOGS"/train_*.log > "$LOGS/train_results.jsonl" 2>/dev/null
 exit $status

@@ -28,7 +28,7 @@ from gdn.train import distributed as dist_utils
 from gdn.train.cli import check_group_overrides, missing_scale_size
 from gdn.train.launch import prepare_launch, register_run_stamp_resolver
 from gdn.train.optim import build_optimizer
-from gdn.train.parallelize import parallelize
+from gdn.train.parallelize import DTYPES, parallelize
 from gdn.train.trainer import NonFiniteLossError, Trainer, TrainerSettings, TrainResult
 from gdn.train.tracking import MlflowTracker, NullTracker, flatten, git_state, resolve_tracking_uri, run_tags
 
@@ -88,7 +88,8 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     main_process = dist_utils.is_main_process()
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights before sharding
     data = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model, vocab_size=data.vocab_size, _convert_="all").to(device)
+    model = instantiate(cfg.model, vocab_size=data.vocab_size, _convert_="all")
+    model = model.to(device, DTYPES[settings.weights_dtype])
     num_params = sum(p.numel() for p in model.parameters())
     flops_per_token = count_training_flops(model, getattr(data, "seq_len", None))
     model = parallelize(model, settings.parallel, device, dims.build_mesh(device.type))

@@ -36,6 +36,7 @@ class TrainerSettings:
     grad_clip: float | None = 1.0
     device: str = "auto"
     precision: str = "auto"
+    weights_dtype: str = "fp32"
     log_every: int = 10
     eval_every: int = 200
     checkpoint_every: int = 200
@@ -55,6 +56,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.nan_policy={self.nan_policy!r}: choose stop or skip")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r}: choose auto, fp32 or bf16")
+        if self.weights_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"trainer.weights_dtype={self.weights_dtype!r}: choose fp32 or bf16")
         if self.loss_chunk_tokens is not None and self.loss_chunk_tokens < 1:
             raise ValueError(f"trainer.loss_chunk_tokens={self.loss_chunk_tokens}: a positive token count or null")
         if not isinstance(self.parallel, ParallelSettings):  # a dict or DictConfig from the config
