@@ -124,6 +124,37 @@ def triton_matches_reference(inputs, tolerance, **kwargs):
         assert relative_error(got[name], want[name]) < tolerance, name
 
 
+def test_triton_chunk_local_cumsum_restarts_at_every_chunk_and_sequence(nan_filled_buffers):
+    from gdn.kernels.gated_delta._common import chunk_layout
+    from gdn.kernels.ssd._cumsum import chunk_local_cumsum
+
+    bounds = [0, 37, 170, 171]  # chunks of 64 counted from each sequence's start; a 1-token sequence
+    g = torch.randn(bounds[-1], 3, dtype=torch.float64)
+    weights = torch.randn_like(g)
+    layout = chunk_layout(1, bounds[-1], torch.tensor(bounds, dtype=torch.int32, device=DEVICE), DEVICE)
+    g32 = g.float().to(DEVICE).requires_grad_()
+    gc = chunk_local_cumsum(g32, layout)
+    (gc * weights.float().to(DEVICE)).sum().backward()
+    want_gc, want_dg = torch.empty_like(g), torch.empty_like(g)
+    for start, end in zip(bounds, bounds[1:]):
+        for c in range(start, end, 64):
+            piece = slice(c, min(c + 64, end))
+            want_gc[piece] = g[piece].cumsum(0)
+            want_dg[piece] = weights[piece].flip(0).cumsum(0).flip(0)  # d/dg_s of sum_t w_t gc_t
+    assert relative_error(gc.detach().double().cpu(), want_gc) < 1e-6
+    assert relative_error(g32.grad.double().cpu(), want_dg) < 1e-6
+
+
+@pytest.mark.parametrize("heads,groups", [(6, 2), (6, 6), (4, 1)])
+def test_triton_sum_over_groups_adds_each_groups_consecutive_heads(nan_filled_buffers, heads, groups):
+    from gdn.kernels.ssd._elementwise import sum_over_groups
+
+    per_head = torch.randn(37, heads, 20, dtype=torch.float64)  # 20: not a power of two
+    got = sum_over_groups(per_head.float().to(DEVICE), groups, torch.float32)
+    want = per_head.view(37, groups, heads // groups, 20).sum(2)
+    assert relative_error(got.double().cpu(), want) < 1e-6
+
+
 @pytest.mark.parametrize("T", [1, 65, 130])
 def test_triton_matches_reference(nan_filled_buffers, T):
     triton_matches_reference(random_inputs(T, H=2, P=16, G=1, N=16, num_states=1), tolerance=1e-5)

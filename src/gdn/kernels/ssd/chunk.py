@@ -1,7 +1,7 @@
 """Chunked Mamba2 SSD in Triton, on the gated-delta kernel family's state pass and chunk output (no delta rule).
 
 The SSD is scalar-decay linear attention with q = C, k = B, v = dt o x and log decay g = dt A (torch_chunk.py):
-    1. gc = chunk-local cumsum of g (64-token chunks, restarting at every sequence)     PyTorch, autograd
+    1. gc = chunk-local cumsum of g (64-token chunks, restarting at every sequence)     _cumsum.py
     2. V = dt o x                                                                        _elementwise.py
     3. state_forward    the state entering every chunk                                  _state.py
     4. output_forward   O = (exp(gc) o Q) S + (Q K^T o M) V                              _output.py
@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta._common import CHUNK, chunk_layout
+from gdn.kernels.gated_delta._common import chunk_layout
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
-from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
+from gdn.kernels.ssd._cumsum import chunk_local_cumsum
+from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values, sum_over_groups
 from gdn.kernels.ssd.reference import check_groups
-
-
-def sum_over_groups(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """[T, H, N] per-head gradients -> [T, G, N], summed over each group's heads (fp32)."""
-    T, H, N = t.shape
-    return t.float().view(T, groups, H // groups, N).sum(2)
 
 
 class ChunkSSD(torch.autograd.Function):
@@ -57,25 +52,8 @@ class ChunkSSD(torch.autograd.Function):
         dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
         dq, dk, _, dgc = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)
         dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
-        dq, dk = sum_over_groups(dq, G).to(q.dtype), sum_over_groups(dk, G).to(k.dtype)
+        dq, dk = sum_over_groups(dq, G, q.dtype), sum_over_groups(dk, G, k.dtype)
         return dx, ddt, None if D is None else dD.to(D.dtype), dq, dk, dgc, dh0, None, None
-
-
-def chunk_local_cumsum(g: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """g [B, T, H] -> the cumulative sum restarting at every 64-token chunk of every sequence (fp32).
-
-    Taken as a difference of float64 prefix sums, so that long sequences lose no precision; differentiable."""
-    B, T, H = g.shape
-    tokens = torch.arange(T, device=g.device)
-    if cu_seqlens is None:
-        sequence_start = torch.zeros_like(tokens)
-    else:
-        starts = cu_seqlens.to(device=g.device, dtype=torch.long)
-        sequence_start = starts[torch.searchsorted(starts[1:], tokens, right=True)]
-    chunk_start = tokens - (tokens - sequence_start) % CHUNK
-    inclusive = g.double().cumsum(1)
-    exclusive = inclusive - g.double()
-    return (inclusive - exclusive[:, chunk_start]).float()
 
 
 def chunk_ssd(
@@ -97,11 +75,11 @@ def chunk_ssd(
     N = B.shape[-1]
     layout = chunk_layout(batch, T, cu_seqlens, x.device)
     dt = dt.float()
-    gc = chunk_local_cumsum(dt * A.float(), cu_seqlens)  # g = dt A
+    gc = chunk_local_cumsum((dt * A.float()).reshape(batch * T, H), layout)  # g = dt A
     check_groups(B.shape[2], H)
     q, k = (t.to(x.dtype).reshape(batch * T, t.shape[2], N).contiguous() for t in (C, B))
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     return ChunkSSD.apply(
         x.contiguous(), dt.contiguous(), D.float() if D is not None else None, q, k,
-        gc.reshape(batch * T, H).contiguous(), h0, output_final_state, layout,
+        gc, h0, output_final_state, layout,
     )
