@@ -10,6 +10,8 @@
 #                full forward for every architecture; then bench_attention.py (SWA vs SDPA/cuDNN, SSD vs mamba_ssm)
 #   lean         pytest -m gpu on the memory-lean parts: RMSNorm and SwiGLU kernels, the SSD's lean backward, the
 #                gated delta rule's recompute_states (~2 min)
+#   ops          the GDN kernels as torch.ops.gdn custom ops: opcheck on the device, then check_torch_ops.py (graph
+#                breaks, inductor vs eager, kernel runs under op-level checkpointing, step ms) (~2 min)
 #   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
@@ -42,6 +44,10 @@ if [[ $part == lean ]]; then
     python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_swiglu.py tests/kernels/test_gated_norm.py \
         tests/kernels/test_ssd.py "tests/kernels/test_gated_delta_triton.py::test_gpu_recompute_states_matches_float64_chunked" \
         2>&1 | tee "$LOGS/gpu_lean.log" || status=1
+fi
+if [[ $part == ops ]]; then
+    python3 -m pytest -q -s -p no:cacheprovider tests/kernels/test_torch_ops.py 2>&1 | tee "$LOGS/gpu_ops.log" || status=1
+    python3 benchmarks/check_torch_ops.py 2>&1 | tee -a "$LOGS/gpu_ops.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1

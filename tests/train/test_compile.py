@@ -1,15 +1,25 @@
-"""Graph breaks of a compiled block (torch._dynamo.explain): none on the PyTorch path of the GDN mixer, exactly one
-per mixer call when the mixer runs the Triton kernels and is kept out of the graph (gdn.train.parallelize)."""
+"""Graph breaks of a compiled block (torch._dynamo.explain): none for the GDN mixer on either path (its Triton kernels
+are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of the graph (what
+gdn.train.parallelize does to the Mamba mixers' Triton kernels); and op-level selective checkpointing saves the
+gated delta rule kernel instead of running it again."""
+import os
+
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import, as in tests/conftest.py
+
+import pytest
 
 from gdn.models import LanguageModel
 from gdn.train.parallelize import runs_triton_kernels
 
 
-def gdn_block(backend: str):
+def gdn_block(backend: str, recompute_states: bool = False):
     torch.manual_seed(0)
     model = LanguageModel(vocab_size=64, d_model=32, n_layers=1, layers=["gdn"],
-                          mixers={"gdn": {"num_heads": 2, "head_dim": 16, "chunk_size": 8, "backend": backend}})
+                          mixers={"gdn": {"num_heads": 2, "head_dim": 16, "chunk_size": 8, "backend": backend,
+                                          "recompute_states": recompute_states}})
     return model.blocks[0]
 
 
@@ -24,8 +34,38 @@ def test_the_pytorch_gdn_block_compiles_without_a_graph_break():
     assert graph_breaks(block, torch.randn(2, 24, 32)) == 0
 
 
+@pytest.mark.parametrize("cu_seqlens", [None, [0, 10, 24]])
+def test_the_triton_gdn_block_compiles_without_a_graph_break(cu_seqlens):
+    # Packed documents too: the op checks cu_seqlens' values inside, and its outputs' shapes need only its length.
+    block = gdn_block("triton")
+    assert runs_triton_kernels(block.mixer, torch.device("cpu"))
+    if cu_seqlens is None:
+        assert graph_breaks(block, torch.randn(2, 24, 32)) == 0
+    else:
+        assert graph_breaks(block, torch.randn(1, 24, 32), torch.tensor(cu_seqlens, dtype=torch.int32)) == 0
+
+
+def test_the_triton_gdn_block_compiled_through_aot_autograd_matches_eager():
+    # aot_eager traces forward and backward with fake tensors: the ops' fake functions and registered backwards.
+    from gdn.train.parallelize import compile_block
+
+    x = torch.randn(2, 24, 32, requires_grad=True)
+    eager = gdn_block("triton")
+    expected = eager(x)
+    expected.square().sum().backward()
+    torch._dynamo.reset()
+    block = gdn_block("triton")
+    compile_block(block, torch.device("cpu"), backend="aot_eager")
+    y = block(x)
+    y.square().sum().backward()
+    assert torch.allclose(y, expected, atol=1e-6)
+    grads = dict(block.named_parameters())
+    for name, param in eager.named_parameters():
+        assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
+
+
 def test_a_mixer_kept_out_of_the_graph_breaks_it_once_per_call():
-    # What compile_block does for a Triton mixer, on the PyTorch path (the CPU cannot trace the Triton interpreter).
+    # What compile_block does for a mixer whose Triton kernels are not torch ops (Mamba2, Mamba1), on the GDN block.
     block = gdn_block("torch")
     block.mixer.forward = torch.compiler.disable(block.mixer.forward)
     x = torch.randn(2, 24, 32)
@@ -85,3 +125,33 @@ def test_a_checkpointed_block_with_a_triton_mixer_is_still_compiled():
     grads = dict(block.named_parameters())
     for name, param in eager.named_parameters():
         assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("mode,recompute_states,kernel_runs", [("none", False, 1), ("op", False, 1), ("full", False, 2),
+                                                                ("op", True, 2), ("full", True, 3)])
+def test_op_level_checkpointing_saves_the_delta_rule_kernel(monkeypatch, mode, recompute_states, kernel_runs):
+    """Forward kernel runs in one forward + backward step of a checkpointed Triton GDN block: op-level SAC keeps
+    torch.ops.gdn.chunk_gated_delta_rule_fwd's outputs (SAVED_OPS), full checkpointing runs it again; with
+    recompute_states the backward op rebuilds the states once more (one WY pass). The gradients equal those without
+    checkpointing."""
+    from gdn.kernels.gated_delta import chunk
+    from gdn.train.parallelize import ParallelSettings, prepare_block
+
+    runs = []
+    wy_forward = chunk.wy_forward  # the delta rule forward's first stage, called once per forward kernel run
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return wy_forward(*args, **kwargs)
+
+    x = torch.randn(1, 20, 32, requires_grad=True)
+    plain = gdn_block("triton", recompute_states)
+    plain(x).square().sum().backward()
+    monkeypatch.setattr(chunk, "wy_forward", counted)
+    block = prepare_block(gdn_block("triton", recompute_states), 0, ParallelSettings(activation_checkpointing=mode, compile=False),
+                          torch.device("cpu"))
+    block(x).square().sum().backward()
+    assert len(runs) == kernel_runs
+    grads = dict(block.named_parameters())
+    for name, param in plain.named_parameters():
+        assert torch.equal(grads[name].grad, param.grad), name

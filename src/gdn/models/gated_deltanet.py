@@ -44,6 +44,10 @@ class GatedDeltaNet(nn.Module):
     about a quarter more kernel time; the 1.3B scales turn it on so that 32K tokens a step fit on one 80 GB GPU).
     """
 
+    # Every Triton kernel of this mixer is a torch.library custom op: torch.compile traces it whole
+    # (gdn.train.parallelize.compile_block).
+    triton_kernels_are_torch_ops = True
+
     def __init__(
         self,
         d_model: int,

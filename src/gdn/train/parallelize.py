@@ -13,15 +13,13 @@ Gradient division by FSDP is switched off: the trainer's loss is already a sum o
 GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing
 and compilation, and no sharding.
 
-Compiling a block whose mixer runs our Triton kernels (GDN, Mamba2, Mamba1 on CUDA): the mixer's forward is wrapped
-in torch.compiler.disable, so Dynamo compiles norm -> residual -> MLP around it and breaks the graph exactly once
-per mixer call instead of tracing into the kernels' launch code (autograd Functions with Python-side
-grid and chunk-index logic). The kernels are hand-fused already; the projections inside the mixer stay eager
-matmuls. RMSNorm and the SwiGLU MLP, which use their own Triton kernels in eager mode on CUDA, switch to their
-PyTorch autograd functions under compilation (torch.compiler.is_compiling()), which Inductor fuses instead.
-Registering each kernel as a torch.library.custom_op (with a fake-tensor shape function and its backward)
-would remove that last break; until then the PyTorch path (CPU) compiles whole: tests/train/test_compile.py counts
-the breaks of both.
+Compiling a block whose mixer runs our Triton kernels: the GDN mixer's kernels (gated delta rule, short conv, gate,
+gated RMSNorm) are torch.library custom ops (torch.ops.gdn.*, with fake-tensor shape functions and registered
+backwards), so Dynamo traces the whole block with the kernels as opaque nodes: no graph break. The Mamba2 (SSD) and
+Mamba1 (selective scan) kernels are still autograd Functions with Python-side launch logic: those mixers' forward is
+wrapped in torch.compiler.disable, one graph break per mixer call. RMSNorm and the SwiGLU MLP, which use their own
+Triton kernels in eager mode on CUDA, switch to their PyTorch autograd functions under compilation
+(torch.compiler.is_compiling()), which Inductor fuses instead. tests/train/test_compile.py counts the breaks.
 """
 from __future__ import annotations
 
@@ -35,6 +33,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+import gdn.kernels  # noqa: F401  registers the torch.ops.gdn custom ops that SAVED_OPS lists
 
 AC_MODES = ("none", "full", "selective", "op")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -83,8 +83,9 @@ def runs_triton_kernels(mixer: nn.Module, device: torch.device) -> bool:
 
 def compile_block(block: nn.Module, device: torch.device, backend: str | Callable = "inductor") -> None:
     """torch.compile in place (parameter names stay those of the eager model, so checkpoints match), with a
-    Triton mixer kept out of the graph (one graph break per mixer call, see the module docstring)."""
-    if runs_triton_kernels(block.mixer, device):
+    Triton mixer whose kernels are not torch ops kept out of the graph (one graph break per mixer call, see the
+    module docstring)."""
+    if runs_triton_kernels(block.mixer, device) and not getattr(block.mixer, "triton_kernels_are_torch_ops", False):
         block.mixer.forward = torch.compiler.disable(block.mixer.forward)
     block.compile(backend=backend)
 
@@ -105,9 +106,8 @@ def checkpointed(index: int, settings: ParallelSettings) -> bool:
 
 
 # Op-level selective checkpointing: the backward reuses these ops' outputs and recomputes everything else (norms,
-# activations, gates: cheap elementwise work). Our Triton kernels are launched from autograd Functions, not
-# registered torch ops, so the policy cannot see them: they are recomputed (registering them as
-# torch.library.custom_op would let this list save them too).
+# activations, gates: cheap elementwise work). Our Triton kernels registered as torch ops (gdn.kernels) are saved
+# too: the gated delta rule's forward returns its backward's residuals, so saving it means it runs once per step.
 SAVED_OPS = {
     torch.ops.aten.mm.default,
     torch.ops.aten.addmm.default,
@@ -115,6 +115,10 @@ SAVED_OPS = {
     torch.ops.aten._scaled_dot_product_flash_attention.default,
     torch.ops.aten._scaled_dot_product_efficient_attention.default,
     torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+    torch.ops.gdn.chunk_gated_delta_rule_fwd.default,
+    torch.ops.gdn.short_conv_fwd.default,
+    torch.ops.gdn.gate_fwd.default,
+    torch.ops.gdn.gated_rms_norm_fwd.default,
 }
 
 

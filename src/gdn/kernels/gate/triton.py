@@ -77,34 +77,56 @@ def _launch_shape(num_rows: int, H: int) -> tuple[int, int, int]:
     return triton.cdiv(num_rows, block_m), block_m, block_h
 
 
-class GDNGateFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, A_log, dt_bias):
-        H = a.shape[-1]
-        a2d = a.reshape(-1, H).contiguous()
-        num_tiles, block_m, block_h = _launch_shape(a2d.shape[0], H)
-        g = torch.empty(a2d.shape, device=a.device, dtype=torch.float32)
-        _gdn_gate_fwd_kernel[(num_tiles,)](
-            a2d, A_log, dt_bias, g, a2d.shape[0], H, THRESHOLD=SOFTPLUS_THRESHOLD, BLOCK_M=block_m, BLOCK_H=block_h,
-        )
-        ctx.save_for_backward(a2d, A_log, dt_bias)
-        return g.view(a.shape)
+# torch.library custom ops (see gdn/kernels/gated_delta/chunk.py for why): opaque to torch.compile, and visible to
+# op-level selective checkpointing as torch.ops.gdn.gate_fwd.default.
+@torch.library.custom_op("gdn::gate_fwd", mutates_args=())
+def gate_fwd(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+    H = a.shape[-1]
+    a2d = a.reshape(-1, H).contiguous()
+    num_tiles, block_m, block_h = _launch_shape(a2d.shape[0], H)
+    g = torch.empty(a2d.shape, device=a.device, dtype=torch.float32)
+    _gdn_gate_fwd_kernel[(num_tiles,)](
+        a2d, A_log, dt_bias, g, a2d.shape[0], H, THRESHOLD=SOFTPLUS_THRESHOLD, BLOCK_M=block_m, BLOCK_H=block_h,
+    )
+    return g.view(a.shape)
 
-    @staticmethod
-    def backward(ctx, dg):
-        a2d, A_log, dt_bias = ctx.saved_tensors
-        num_rows, H = a2d.shape
-        num_tiles, block_m, block_h = _launch_shape(num_rows, H)
-        da = torch.empty_like(a2d)
-        dA_log_parts = torch.empty(num_tiles, H, device=a2d.device, dtype=torch.float32)
-        ddt_bias_parts = torch.empty_like(dA_log_parts)
-        _gdn_gate_bwd_kernel[(num_tiles,)](
-            a2d, A_log, dt_bias, dg.reshape(-1, H).contiguous(), da, dA_log_parts, ddt_bias_parts, num_rows, H,
-            THRESHOLD=SOFTPLUS_THRESHOLD, BLOCK_M=block_m, BLOCK_H=block_h,
-        )
-        dA_log = dA_log_parts.sum(0).to(A_log.dtype)
-        ddt_bias = ddt_bias_parts.sum(0).to(dt_bias.dtype)
-        return da.view(dg.shape), dA_log, ddt_bias
+
+@gate_fwd.register_fake
+def _(a, A_log, dt_bias):
+    return a.new_empty(a.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("gdn::gate_bwd", mutates_args=())
+def gate_bwd(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor,
+             dg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    H = a.shape[-1]
+    a2d = a.reshape(-1, H).contiguous()
+    num_rows = a2d.shape[0]
+    num_tiles, block_m, block_h = _launch_shape(num_rows, H)
+    da = torch.empty_like(a2d)
+    dA_log_parts = torch.empty(num_tiles, H, device=a2d.device, dtype=torch.float32)
+    ddt_bias_parts = torch.empty_like(dA_log_parts)
+    _gdn_gate_bwd_kernel[(num_tiles,)](
+        a2d, A_log, dt_bias, dg.reshape(-1, H).contiguous(), da, dA_log_parts, ddt_bias_parts, num_rows, H,
+        THRESHOLD=SOFTPLUS_THRESHOLD, BLOCK_M=block_m, BLOCK_H=block_h,
+    )
+    return da.view(a.shape), dA_log_parts.sum(0).to(A_log.dtype), ddt_bias_parts.sum(0).to(dt_bias.dtype)
+
+
+@gate_bwd.register_fake
+def _(a, A_log, dt_bias, dg):
+    return torch.empty_like(a), torch.empty_like(A_log), torch.empty_like(dt_bias)
+
+
+def _gate_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _gate_backward(ctx, dg):
+    return gate_bwd(*ctx.saved_tensors, dg)
+
+
+gate_fwd.register_autograd(_gate_backward, setup_context=_gate_setup_context)
 
 
 def gdn_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
@@ -115,4 +137,4 @@ def gdn_gate(a: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor) -> tor
     H = a.shape[-1]
     if A_log.shape != (H,) or dt_bias.shape != (H,):
         raise ValueError(f"gdn_gate needs A_log and dt_bias [{H}], got {tuple(A_log.shape)}, {tuple(dt_bias.shape)}")
-    return GDNGateFunction.apply(a, A_log.contiguous(), dt_bias.contiguous())
+    return gate_fwd(a, A_log.contiguous(), dt_bias.contiguous())

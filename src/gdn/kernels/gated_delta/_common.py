@@ -136,8 +136,16 @@ def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
     return rows, rows < end
 
 
-def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens) -> None:
-    """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512)."""
+def check_cu_seqlens(cu_seqlens: torch.Tensor, T: int) -> None:
+    bounds = cu_seqlens.tolist()
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != T or any(b > a for a, b in zip(bounds[1:], bounds)):
+        raise ValueError(f"cu_seqlens must rise from 0 to T = {T}; got {bounds}")
+
+
+def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values: bool = True) -> None:
+    """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512).
+    cu_seqlens_values=False leaves out the check of cu_seqlens' values (a host sync, and a graph break under
+    torch.compile): for a caller that runs check_cu_seqlens inside its custom op."""
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"q and k must both be [B, T, H, K]; got {tuple(q.shape)} and {tuple(k.shape)}")
     B, T, H, K = q.shape
@@ -159,9 +167,8 @@ def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens) -> None:
     if cu_seqlens is not None:
         if B != 1:
             raise ValueError(f"with cu_seqlens the batch size must be 1; got {B}")
-        bounds = cu_seqlens.tolist()
-        if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != T or any(b > a for a, b in zip(bounds[1:], bounds)):
-            raise ValueError(f"cu_seqlens must rise from 0 to T = {T}; got {bounds}")
+        if cu_seqlens_values:
+            check_cu_seqlens(cu_seqlens, T)
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     if initial_state is not None and initial_state.shape != (N, H, K, V):
         raise ValueError(f"initial_state must be [N, H, K, V] = {(N, H, K, V)}; got {tuple(initial_state.shape)}")

@@ -125,12 +125,15 @@ def _grid(V: int, layout: ChunkLayout, H: int):
     return lambda meta: (triton.cdiv(V, meta["BV"]), layout.num_seqs, H)
 
 
-def state_forward(k, w, u, gc, initial_state, output_final_state: bool, layout: ChunkLayout):
+def state_forward(k, w, u, gc, initial_state, output_final_state: bool, layout: ChunkLayout,
+                  h_rows: int | None = None):
     """-> h [NC, H, K, V] (input dtype), v_new [T, H, V] (None without w), final state [N, H, K, V] fp32 | None.
-    k [T, QK_H, K] may hold fewer heads than u [T, H, V]: QK_H groups, each read by H / QK_H consecutive heads."""
+    k [T, QK_H, K] may hold fewer heads than u [T, H, V]: QK_H groups, each read by H / QK_H consecutive heads.
+    h_rows > NC pads h with zero rows (a shape that does not depend on cu_seqlens' values, for torch.compile)."""
     total, QK_H, K = k.shape
     H, V = u.shape[1:]
-    h = new_buffer((layout.num_chunks, H, K, V), k.dtype, k.device)
+    h = new_buffer((h_rows or layout.num_chunks, H, K, V), k.dtype, k.device)
+    h[layout.num_chunks:].zero_()
     v_new = new_buffer(u.shape, u.dtype, k.device) if w is not None else None
     final = new_buffer((layout.num_seqs, H, K, V), torch.float32, k.device) if output_final_state else None
     state_forward_kernel[_grid(V, layout, H)](

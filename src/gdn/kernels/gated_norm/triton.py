@@ -97,42 +97,70 @@ def _block_sizes(D: int, tile_elements: int) -> tuple[int, int]:
     return max(1, tile_elements // block_d), block_d
 
 
-class GatedRMSNormFunction(torch.autograd.Function):
-    """gate None: the plain RMSNorm; gate_first: RMSNorm(x * SiLU(gate)) * weight."""
+# torch.library custom ops (see gdn/kernels/gated_delta/chunk.py for why): opaque to torch.compile, and visible to
+# op-level selective checkpointing as torch.ops.gdn.gated_rms_norm_fwd.default. gate None: the plain RMSNorm;
+# gate_first: RMSNorm(x * SiLU(gate)) * weight. A custom op cannot return None: no gate gives an empty dgate.
+@torch.library.custom_op("gdn::gated_rms_norm_fwd", mutates_args=())
+def gated_rms_norm_fwd(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                       gate_first: bool) -> torch.Tensor:
+    D = x.shape[-1]
+    x2d = x.reshape(-1, D).contiguous()
+    gate2d = gate.reshape(-1, D).contiguous() if gate is not None else None
+    num_rows = x2d.shape[0]
+    y = torch.empty_like(x2d)
+    block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
+    _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
+        x2d, x2d if gate2d is None else gate2d, weight, y, num_rows, D, eps,  # x2d: a pointer never read
+        BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate2d is not None, GATE_FIRST=gate_first,
+    )
+    return y.view(x.shape)
 
-    @staticmethod
-    def forward(ctx, x, gate, weight, eps, gate_first=False):
-        D = x.shape[-1]
-        x2d = x.reshape(-1, D).contiguous()
-        gate2d = gate.reshape(-1, D).contiguous() if gate is not None else None
-        num_rows = x2d.shape[0]
-        y = torch.empty_like(x2d)
-        block_m, block_d = _block_sizes(D, TILE_ELEMENTS)
-        _gated_rms_norm_fwd_kernel[(triton.cdiv(num_rows, block_m),)](
-            x2d, x2d if gate2d is None else gate2d, weight, y, num_rows, D, eps,  # x2d: a pointer never read
-            BLOCK_M=block_m, BLOCK_D=block_d, HAS_GATE=gate2d is not None, GATE_FIRST=gate_first,
-        )
-        ctx.save_for_backward(x2d, gate2d, weight)
-        ctx.eps, ctx.gate_first = eps, gate_first
-        return y.view(x.shape)
 
-    @staticmethod
-    def backward(ctx, dy):
-        x2d, gate2d, weight = ctx.saved_tensors
-        num_rows, D = x2d.shape
-        block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
-        num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
-        dx = torch.empty_like(x2d)
-        dgate = torch.empty_like(gate2d) if gate2d is not None else None
-        dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
-        _gated_rms_norm_bwd_kernel[(num_parts,)](
-            x2d, x2d if gate2d is None else gate2d, weight, dy.reshape(-1, D).contiguous(), dx,
-            dx if dgate is None else dgate, dweight_parts, num_rows, D, ctx.eps,
-            BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, HAS_GATE=gate2d is not None,
-            GATE_FIRST=ctx.gate_first,
-        )
-        dgate = None if dgate is None else dgate.view(dy.shape)
-        return dx.view(dy.shape), dgate, dweight_parts.sum(0).to(weight.dtype), None, None
+@gated_rms_norm_fwd.register_fake
+def _(x, gate, weight, eps, gate_first):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("gdn::gated_rms_norm_bwd", mutates_args=())
+def gated_rms_norm_bwd(x: torch.Tensor, gate: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                       gate_first: bool, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    D = x.shape[-1]
+    x2d = x.reshape(-1, D).contiguous()
+    gate2d = gate.reshape(-1, D).contiguous() if gate is not None else None
+    num_rows = x2d.shape[0]
+    block_m, block_d = _block_sizes(D, TILE_ELEMENTS // 2)
+    num_parts = triton.cdiv(num_rows, block_m * BWD_TILES_PER_PROGRAM)
+    dx = torch.empty_like(x2d)
+    dgate = torch.empty_like(gate2d) if gate2d is not None else x.new_empty((0,))
+    dweight_parts = torch.empty(num_parts, D, device=x2d.device, dtype=torch.float32)
+    _gated_rms_norm_bwd_kernel[(num_parts,)](
+        x2d, x2d if gate2d is None else gate2d, weight, dy.reshape(-1, D).contiguous(), dx,
+        dx if gate2d is None else dgate, dweight_parts, num_rows, D, eps,
+        BLOCK_M=block_m, BLOCK_D=block_d, TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, HAS_GATE=gate2d is not None,
+        GATE_FIRST=gate_first,
+    )
+    dgate = dgate.view(x.shape) if gate2d is not None else dgate
+    return dx.view(x.shape), dgate, dweight_parts.sum(0).to(weight.dtype)
+
+
+@gated_rms_norm_bwd.register_fake
+def _(x, gate, weight, eps, gate_first, dy):
+    return x.new_empty(x.shape), x.new_empty(x.shape if gate is not None else (0,)), torch.empty_like(weight)
+
+
+def _norm_setup_context(ctx, inputs, output):
+    x, gate, weight, eps, gate_first = inputs
+    ctx.save_for_backward(x, gate, weight)
+    ctx.eps, ctx.gate_first = eps, gate_first
+
+
+def _norm_backward(ctx, dy):
+    x, gate, weight = ctx.saved_tensors
+    dx, dgate, dweight = gated_rms_norm_bwd(x, gate, weight, ctx.eps, ctx.gate_first, dy)
+    return dx, dgate if gate is not None else None, dweight, None, None
+
+
+gated_rms_norm_fwd.register_autograd(_norm_backward, setup_context=_norm_setup_context)
 
 
 def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
@@ -146,7 +174,7 @@ def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, ep
         raise ValueError(f"gated_rms_norm needs gate shaped like x {tuple(x.shape)}, got {tuple(gate.shape)}")
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"gated_rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
-    return GatedRMSNormFunction.apply(x, gate, weight.contiguous(), eps, not norm_before_gate)
+    return gated_rms_norm_fwd(x, gate, weight.contiguous(), float(eps), not norm_before_gate)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -154,4 +182,4 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     The backward keeps x only (in its own dtype)."""
     if weight.shape != x.shape[-1:]:
         raise ValueError(f"rms_norm needs weight [{x.shape[-1]}], got {tuple(weight.shape)}")
-    return GatedRMSNormFunction.apply(x, None, weight.contiguous(), eps, False)
+    return gated_rms_norm_fwd(x, None, weight.contiguous(), float(eps), False)

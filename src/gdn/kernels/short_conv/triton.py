@@ -230,51 +230,85 @@ def _sequence_index(cu_seqlens: torch.Tensor, num_rows: int) -> torch.Tensor:
     return torch.repeat_interleave(sequences, lengths, output_size=num_rows)
 
 
-class ShortConvFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, initial_state, cu_seqlens, silu):
-        B, T, C = x.shape
-        width = weight.shape[1]
-        x, weight = x.contiguous(), weight.contiguous()
-        seq_idx = None if cu_seqlens is None else _sequence_index(cu_seqlens, T)
-        y = torch.empty_like(x)
-        grid = (triton.cdiv(B * T, FWD_BLOCK_T), triton.cdiv(C, FWD_BLOCK_C))
-        _short_conv_fwd_kernel[grid](
-            x, initial_state, weight, bias, y, seq_idx, cu_seqlens, B * T, T, C,
-            WIDTH=width, HAS_STATE=initial_state is not None, HAS_BIAS=bias is not None, SILU=silu,
-            IS_VARLEN=cu_seqlens is not None, BLOCK_T=FWD_BLOCK_T, BLOCK_C=FWD_BLOCK_C,
-        )
-        ctx.save_for_backward(x, weight, bias, initial_state, cu_seqlens, seq_idx)
-        ctx.silu = silu
-        return y
+# torch.library custom ops (see gdn/kernels/gated_delta/chunk.py for why): opaque to torch.compile, and visible to
+# op-level selective checkpointing as torch.ops.gdn.short_conv_fwd.default. The backward rebuilds the per-row
+# sequence index (one repeat_interleave) rather than returning it from the forward.
+@torch.library.custom_op("gdn::short_conv_fwd", mutates_args=())
+def short_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, silu: bool) -> torch.Tensor:
+    B, T, C = x.shape
+    width = weight.shape[1]
+    x, weight = x.contiguous(), weight.contiguous()
+    seq_idx = None if cu_seqlens is None else _sequence_index(cu_seqlens, T)
+    y = torch.empty_like(x)
+    grid = (triton.cdiv(B * T, FWD_BLOCK_T), triton.cdiv(C, FWD_BLOCK_C))
+    _short_conv_fwd_kernel[grid](
+        x, initial_state, weight, bias, y, seq_idx, cu_seqlens, B * T, T, C,
+        WIDTH=width, HAS_STATE=initial_state is not None, HAS_BIAS=bias is not None, SILU=silu,
+        IS_VARLEN=cu_seqlens is not None, BLOCK_T=FWD_BLOCK_T, BLOCK_C=FWD_BLOCK_C,
+    )
+    return y
 
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias, initial_state, cu_seqlens, seq_idx = ctx.saved_tensors
-        B, T, C = x.shape
-        width = weight.shape[1]
-        dy = dy.contiguous()
-        flags = dict(WIDTH=width, HAS_BIAS=bias is not None, SILU=ctx.silu, IS_VARLEN=cu_seqlens is not None)
-        rows_per_program = BWD_BLOCK_T * BWD_TILES_PER_PROGRAM
-        grid = (triton.cdiv(B * T, rows_per_program), triton.cdiv(C, BWD_BLOCK_C))
-        dx = torch.empty_like(x)
-        dweight_parts = torch.empty(grid[0], C, width, device=x.device, dtype=torch.float32)
-        dbias_parts = torch.empty(grid[0], C, device=x.device, dtype=torch.float32) if bias is not None else None
-        _short_conv_bwd_kernel[grid](
-            x, initial_state, weight, bias, dy, dx, dweight_parts, dbias_parts, seq_idx, cu_seqlens, B * T, T, C,
-            HAS_STATE=initial_state is not None, BLOCK_T=BWD_BLOCK_T, BLOCK_C=BWD_BLOCK_C,
-            TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, **flags,
+
+@short_conv_fwd.register_fake
+def _(x, weight, bias, initial_state, cu_seqlens, silu):
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("gdn::short_conv_bwd", mutates_args=())
+def short_conv_bwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, silu: bool,
+                   dy: torch.Tensor, need_dstate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> dx, dweight, dbias (empty without a bias), dstate (empty unless need_dstate, with an initial state)."""
+    B, T, C = x.shape
+    width = weight.shape[1]
+    x, weight, dy = x.contiguous(), weight.contiguous(), dy.contiguous()
+    seq_idx = None if cu_seqlens is None else _sequence_index(cu_seqlens, T)
+    flags = dict(WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, IS_VARLEN=cu_seqlens is not None)
+    rows_per_program = BWD_BLOCK_T * BWD_TILES_PER_PROGRAM
+    grid = (triton.cdiv(B * T, rows_per_program), triton.cdiv(C, BWD_BLOCK_C))
+    dx = torch.empty_like(x)
+    dweight_parts = torch.empty(grid[0], C, width, device=x.device, dtype=torch.float32)
+    dbias_parts = torch.empty(grid[0], C, device=x.device, dtype=torch.float32) if bias is not None else None
+    _short_conv_bwd_kernel[grid](
+        x, initial_state, weight, bias, dy, dx, dweight_parts, dbias_parts, seq_idx, cu_seqlens, B * T, T, C,
+        HAS_STATE=initial_state is not None, BLOCK_T=BWD_BLOCK_T, BLOCK_C=BWD_BLOCK_C,
+        TILES_PER_PROGRAM=BWD_TILES_PER_PROGRAM, **flags,
+    )
+    dweight = dweight_parts.sum(0).to(weight.dtype)
+    dbias = dbias_parts.sum(0).to(bias.dtype) if bias is not None else x.new_empty(0)
+    dstate = x.new_empty(0)
+    if initial_state is not None and need_dstate:
+        dstate = torch.empty_like(initial_state)
+        state_grid = (initial_state.shape[0], triton.cdiv(C, BWD_BLOCK_C))
+        _short_conv_state_bwd_kernel[state_grid](
+            x, initial_state, weight, bias, dy, dstate, cu_seqlens, T, C, BLOCK_C=BWD_BLOCK_C, **flags,
         )
-        dweight = dweight_parts.sum(0).to(weight.dtype)
-        dbias = dbias_parts.sum(0).to(bias.dtype) if bias is not None else None
-        dstate = None
-        if initial_state is not None and ctx.needs_input_grad[3]:
-            dstate = torch.empty_like(initial_state)
-            state_grid = (initial_state.shape[0], triton.cdiv(C, BWD_BLOCK_C))
-            _short_conv_state_bwd_kernel[state_grid](
-                x, initial_state, weight, bias, dy, dstate, cu_seqlens, T, C, BLOCK_C=BWD_BLOCK_C, **flags,
-            )
-        return dx, dweight, dbias, dstate, None, None
+    return dx, dweight, dbias, dstate
+
+
+@short_conv_bwd.register_fake
+def _(x, weight, bias, initial_state, cu_seqlens, silu, dy, need_dstate):
+    return (x.new_empty(x.shape), torch.empty_like(weight),
+            torch.empty_like(bias) if bias is not None else x.new_empty(0),
+            torch.empty_like(initial_state) if initial_state is not None and need_dstate else x.new_empty(0))
+
+
+def _conv_setup_context(ctx, inputs, output):
+    x, weight, bias, initial_state, cu_seqlens, silu = inputs
+    ctx.save_for_backward(x, weight, bias, initial_state, cu_seqlens)
+    ctx.silu = silu
+
+
+def _conv_backward(ctx, dy):
+    x, weight, bias, initial_state, cu_seqlens = ctx.saved_tensors
+    need_dstate = initial_state is not None and ctx.needs_input_grad[3]
+    dx, dweight, dbias, dstate = short_conv_bwd(x, weight, bias, initial_state, cu_seqlens, ctx.silu, dy,
+                                                need_dstate)
+    return dx, dweight, dbias if bias is not None else None, dstate if need_dstate else None, None, None
+
+
+short_conv_fwd.register_autograd(_conv_backward, setup_context=_conv_setup_context)
 
 
 def final_conv_state(x: torch.Tensor, initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None,
@@ -329,6 +363,6 @@ def short_conv(
         if initial_state.shape != (num_seqs, C, width - 1):
             raise ValueError(f"initial_state must be [{num_seqs}, {C}, {width - 1}], got {tuple(initial_state.shape)}")
         initial_state = initial_state.contiguous()
-    y = ShortConvFunction.apply(x, weight, bias, initial_state, cu_seqlens, activation == "silu")
+    y = short_conv_fwd(x, weight, bias, initial_state, cu_seqlens, activation == "silu")
     final_state = final_conv_state(x, initial_state, cu_seqlens, width) if output_final_state else None
     return y, final_state

@@ -1,0 +1,59 @@
+"""Our Triton kernels as torch.library custom ops (torch.ops.gdn.*): torch.library.opcheck at small shapes on the
+interpreter (schema, fake-tensor shapes, autograd registration, AOT dispatch). Their values and gradients against the
+float64 references are the other kernel tests (test_gated_delta_triton.py, test_short_conv.py, test_gate.py,
+test_gated_norm.py), which run through these ops."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel import, as in tests/conftest.py
+
+import pytest
+import torch.nn.functional as F
+
+import gdn.kernels  # noqa: F401  registers torch.ops.gdn
+from tests.kernels.checks import DEVICE
+
+
+def randn(*shape, dtype=torch.float32, requires_grad=True, scale=1.0):
+    return (scale * torch.randn(*shape, device=DEVICE, dtype=dtype)).requires_grad_(requires_grad)
+
+
+def delta_rule_args(l2norm: bool, with_state: bool, varlen: bool, recompute: bool):
+    B, T, H, K, V = (1, 40, 2, 16, 16) if varlen else (2, 20, 2, 16, 16)
+    k = randn(B, T, H, K)
+    return (randn(B, T, H, K, scale=K**-0.5), k if l2norm else F.normalize(k, dim=-1).detach().requires_grad_(),
+            randn(B, T, H, V), F.logsigmoid(torch.randn(B, T, H, device=DEVICE) + 2).requires_grad_(),
+            torch.rand(B, T, H, device=DEVICE).requires_grad_(), K**-0.5,
+            randn(3 if varlen else B, H, K, V) if with_state else None, True,
+            torch.tensor([0, 7, 33, 40], dtype=torch.int32, device=DEVICE) if varlen else None,
+            l2norm, recompute)
+
+
+@pytest.mark.parametrize("l2norm,with_state,varlen,recompute", [(True, True, False, False), (False, False, False, True),
+                                                                (True, True, True, False), (True, True, True, True)])
+def test_gated_delta_rule_op(l2norm, with_state, varlen, recompute):
+    torch.manual_seed(0)
+    args = delta_rule_args(l2norm, with_state, varlen, recompute)
+    torch.library.opcheck(torch.ops.gdn.chunk_gated_delta_rule_fwd.default, args)
+
+
+def test_short_conv_op():
+    torch.manual_seed(0)
+    x, weight, bias, state = randn(2, 10, 8), randn(8, 4, scale=0.5), randn(8), randn(2, 8, 3)
+    torch.library.opcheck(torch.ops.gdn.short_conv_fwd.default, (x, weight, bias, state, None, True))
+    cu_seqlens = torch.tensor([0, 3, 10], dtype=torch.int32, device=DEVICE)
+    torch.library.opcheck(torch.ops.gdn.short_conv_fwd.default, (x[:1], weight, None, None, cu_seqlens, False))
+
+
+def test_gate_op():
+    torch.manual_seed(0)
+    torch.library.opcheck(torch.ops.gdn.gate_fwd.default, (randn(2, 5, 3), randn(3), randn(3)))
+
+
+@pytest.mark.parametrize("gate,gate_first", [(True, False), (True, True), (False, False)])
+def test_gated_rms_norm_op(gate, gate_first):
+    torch.manual_seed(0)
+    torch.library.opcheck(torch.ops.gdn.gated_rms_norm_fwd.default,
+                          (randn(2, 5, 2, 8), randn(2, 5, 2, 8) if gate else None, randn(8), 1e-5, gate_first))
