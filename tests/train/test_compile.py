@@ -23,6 +23,19 @@ def gdn_block(backend: str, recompute_states: bool = False):
     return model.blocks[0]
 
 
+def assert_matches_eager_triton_block(block, x) -> None:
+    """block(x) and its parameter gradients equal those of a fresh eager Triton GDN block (same seed)."""
+    eager = gdn_block("triton")
+    expected = eager(x)
+    expected.square().sum().backward()
+    y = block(x)
+    y.square().sum().backward()
+    assert torch.allclose(y, expected, atol=1e-6)
+    grads = dict(block.named_parameters())
+    for name, param in eager.named_parameters():
+        assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
+
+
 def graph_breaks(block, *args) -> int:
     torch._dynamo.reset()
     return torch._dynamo.explain(block)(*args).graph_break_count
@@ -49,19 +62,10 @@ def test_the_triton_gdn_block_compiled_through_aot_autograd_matches_eager():
     # aot_eager traces forward and backward with fake tensors: the ops' fake functions and registered backwards.
     from gdn.train.parallelize import compile_block
 
-    x = torch.randn(2, 24, 32, requires_grad=True)
-    eager = gdn_block("triton")
-    expected = eager(x)
-    expected.square().sum().backward()
     torch._dynamo.reset()
     block = gdn_block("triton")
     compile_block(block, torch.device("cpu"), backend="aot_eager")
-    y = block(x)
-    y.square().sum().backward()
-    assert torch.allclose(y, expected, atol=1e-6)
-    grads = dict(block.named_parameters())
-    for name, param in eager.named_parameters():
-        assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
+    assert_matches_eager_triton_block(block, torch.randn(2, 24, 32, requires_grad=True))
 
 
 def test_a_mixer_kept_out_of_the_graph_breaks_it_once_per_call():
@@ -110,21 +114,12 @@ def test_a_checkpointed_block_with_a_triton_mixer_is_still_compiled():
 
     from gdn.train.parallelize import ParallelSettings, prepare_block
 
-    x = torch.randn(1, 16, 32, requires_grad=True)
-    eager = gdn_block("triton")
-    expected = eager(x)
-    expected.square().sum().backward()
     torch._dynamo.reset()
     counter = CompileCounter()
     block = prepare_block(gdn_block("triton"), 0, ParallelSettings(activation_checkpointing="full", compile=True),
                           torch.device("cpu"), compile_backend=counter)
-    y = block(x)
-    y.square().sum().backward()
+    assert_matches_eager_triton_block(block, torch.randn(1, 16, 32, requires_grad=True))
     assert counter.frame_count >= 1 and counter.op_count > 0  # norms, residual and MLP in compiled graphs
-    assert torch.allclose(y, expected, atol=1e-6)
-    grads = dict(block.named_parameters())
-    for name, param in eager.named_parameters():
-        assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
 
 
 @pytest.mark.parametrize("mode,recompute_states,kernel_runs", [("none", False, 1), ("op", False, 1), ("full", False, 2),
