@@ -282,8 +282,9 @@ def summarize(paths: list[str], niah_lengths: list[int]) -> str:
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
     order = {name: i for i, name in enumerate(ALL_MODELS)}
     every_run = sorted(rows, key=lambda row: (order[row["model"]], row["lr"]))
-    return ("Each model at its best learning rate (by MQAR mean):\n\n" + markdown_table(best_per_model(rows), niah_lengths)
-            + "\n\nEvery run:\n\n" + markdown_table(every_run, niah_lengths))
+    best = markdown_table(best_per_model(rows), niah_lengths)
+    return (f"Each model at its best learning rate (by MQAR mean):\n\n{best}\n\n"
+            f"Every run:\n\n{markdown_table(every_run, niah_lengths)}")
 
 
 def on_chance_plateau(loss_mqar: float, mqar_vocab: int) -> bool:

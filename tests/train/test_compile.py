@@ -143,8 +143,8 @@ def test_op_level_checkpointing_saves_the_delta_rule_kernel(monkeypatch, mode, r
     plain = gdn_block("triton", recompute_states)
     plain(x).square().sum().backward()
     monkeypatch.setattr(chunk, "wy_forward", counted)
-    block = prepare_block(gdn_block("triton", recompute_states), 0, ParallelSettings(activation_checkpointing=mode, compile=False),
-                          torch.device("cpu"))
+    settings = ParallelSettings(activation_checkpointing=mode, compile=False)
+    block = prepare_block(gdn_block("triton", recompute_states), 0, settings, torch.device("cpu"))
     block(x).square().sum().backward()
     assert len(runs) == kernel_runs
     grads = dict(block.named_parameters())
