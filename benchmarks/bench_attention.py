@@ -147,7 +147,7 @@ def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     from gdn.kernels.gated_delta._common import chunk_layout
     from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
     from gdn.kernels.gated_delta._state import state_backward, state_forward
-    from gdn.kernels.ssd._cumsum import _chunk_cumsum, chunk_local_cumsum
+    from gdn.kernels.ssd._cumsum import chunk_local_cumsum
     from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values, sum_over_groups
 
     Bsz, T, H, P, N = shape
@@ -177,7 +177,7 @@ def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     stages["output_backward_qkw"] = bench(lambda: output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout))
     dq = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)[0]
     stages["dx, ddt, dD (fused)"] = bench(lambda: ssd_elementwise_backward(x, dt, D, do.view(x.shape), dv))
-    stages["dg: reverse chunk-local cumsum (Triton)"] = bench(lambda: _chunk_cumsum(gc, layout, reverse=True))
+    stages["dg: reverse chunk-local cumsum (Triton)"] = bench(lambda: chunk_local_cumsum(gc, layout, reverse=True))
     stages["dB, dC: sum over heads (x2)"] = bench(lambda: [sum_over_groups(dq, 1, q.dtype) for _ in range(2)])
     print(f"\nSSD stage breakdown, {Bsz} x {T}, {H} heads x {P}, d_state {N}, 1 group (ms, median; the backward "
           "rebuilds V and the states too: add those forward stages once more)\n")

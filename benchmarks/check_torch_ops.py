@@ -1,4 +1,4 @@
-"""GPU check of the GDN Triton kernels as torch.ops.gdn custom ops (issue 5), printed as one table of lines.
+"""GPU check of the Triton kernels as torch.ops.gdn custom ops (issue 5), printed as one table of lines.
 
     python benchmarks/check_torch_ops.py            # CUDA: d_model 1024, 8 heads x 128, 4 x 2048 tokens, bf16
     python benchmarks/check_torch_ops.py --tiny     # any machine (CPU: Triton interpreter), seconds: a smoke run
@@ -8,7 +8,8 @@
 3. inductor-compiled block vs eager: relative error of the output and every parameter gradient;
 4. op-level selective checkpointing: delta rule forward kernel runs per step (expect 1; full checkpointing 2);
 5. ms per forward+backward step: eager, compiled whole (now), and compiled with the mixer kept out of the graph
-   (torch.compiler.disable, what parallelize did before the ops were registered).
+   (torch.compiler.disable, what parallelize did before the ops were registered);
+6. the same graph-break count, compiled-vs-eager errors and step times for a Mamba2 block (SSD op).
 Needs only torch and triton (no Hydra, MLflow).
 """
 from __future__ import annotations
@@ -37,6 +38,15 @@ def gdn_block(d_model: int, heads: int, head_dim: int, device, dtype):
     return model.blocks[0].to(device=device, dtype=dtype)
 
 
+def mamba2_block(d_model: int, heads: int, head_dim: int, device, dtype):
+    """Mamba2 with 2 d_model / 64 heads of 64 and d_state 128 (the 1.3B layer's head shape)."""
+    torch.manual_seed(0)
+    config = {"headdim": 64, "d_state": 128, "backend": "triton"} if d_model >= 256 else {
+        "headdim": 16, "d_state": 16, "backend": "triton"}
+    model = LanguageModel(vocab_size=64, d_model=d_model, n_layers=1, layers=["mamba2"], mixers={"mamba2": config})
+    return model.blocks[0].to(device=device, dtype=dtype)
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
@@ -55,6 +65,9 @@ def opchecks(device) -> None:
         "chunk_gated_delta_rule_fwd (recompute_states)": (*delta_args, True),
         "short_conv_fwd": (randn(2, 50, 64), randn(64, 4, scale=0.5), randn(64), None, None, True),
         "gate_fwd": (randn(2, 50, 4), randn(4), randn(4)),
+        "chunk_ssd_fwd": (randn(2, 100, 4, 16), torch.rand(2, 100, 4, device=device).requires_grad_(),
+                          randn(4), randn(200, 1, 32), randn(200, 1, 32), -torch.rand(200, 4, device=device),
+                          randn(2, 4, 32, 16), True, None),
         "gated_rms_norm_fwd": (randn(2, 50, 4, 64), randn(2, 50, 4, 64), randn(64), 1e-5, False),
         "gated_rms_norm_fwd (gate first)": (randn(2, 50, 4, 64), randn(2, 50, 4, 64), randn(64), 1e-5, True),
         "gated_rms_norm_fwd (no gate)": (randn(2, 50, 4, 64), None, randn(64), 1e-5, False),
@@ -62,6 +75,30 @@ def opchecks(device) -> None:
     for name, args in cases.items():
         torch.library.opcheck(getattr(torch.ops.gdn, name.split(" ")[0]).default, args)
         print(f"opcheck gdn::{name}: ok")
+
+
+def compiled_vs_eager(make_block, block_args, x, device, backend):
+    """-> (the compiled block, its output's and worst gradient's relative error against the eager block)."""
+    eager = make_block(*block_args)
+    expected = eager(x)
+    expected.float().square().mean().backward()
+    torch._dynamo.reset()
+    compiled = make_block(*block_args)
+    compile_block(compiled, device, backend)
+    y = compiled(x)
+    y.float().square().mean().backward()
+    grads = dict(compiled.named_parameters())
+    worst = max(relative_error(grads[n].grad, p.grad) for n, p in eager.named_parameters())
+    return compiled, relative_error(y, expected), worst
+
+
+def step_times(make_block, block_args, compiled, x, device, backend, repeats) -> None:
+    kept_out = make_block(*block_args)
+    kept_out.mixer.triton_kernels_are_torch_ops = False  # the old path: mixer under torch.compiler.disable
+    compile_block(kept_out, device, backend)
+    for name, block in (("eager", make_block(*block_args)), ("compiled whole", compiled),
+                        ("compiled, mixer kept out", kept_out)):
+        print(f"ms per fwd+bwd step, {make_block.__name__}, {name}: {step_ms(block, x, repeats):.2f}")
 
 
 def graph_breaks(block, x, cu_seqlens) -> int:
@@ -118,28 +155,19 @@ def main() -> None:
     print("graph breaks, dense:", graph_breaks(gdn_block(*block_args), x, None))
     print("graph breaks, packed:", graph_breaks(gdn_block(*block_args), x[:1], packed))
 
-    eager = gdn_block(*block_args)
-    expected = eager(x)
-    expected.float().square().mean().backward()
-    torch._dynamo.reset()
-    compiled = gdn_block(*block_args)
-    compile_block(compiled, device, backend)
-    y = compiled(x)
-    y.float().square().mean().backward()
-    grads = dict(compiled.named_parameters())
-    worst = max(relative_error(grads[n].grad, p.grad) for n, p in eager.named_parameters())
-    print(f"compiled vs eager: output rel err {relative_error(y, expected):.2e}, worst grad rel err {worst:.2e}")
+    compiled, out_err, grad_err = compiled_vs_eager(gdn_block, block_args, x, device, backend)
+    print(f"compiled vs eager: output rel err {out_err:.2e}, worst grad rel err {grad_err:.2e}")
 
     for mode in ("none", "op", "full"):
         print(f"delta rule forward kernel runs per step, activation_checkpointing={mode}:",
               forward_kernel_runs(block_args, x, mode))
+    step_times(gdn_block, block_args, compiled, x, device, backend, repeats)
 
-    kept_out = gdn_block(*block_args)
-    kept_out.mixer.triton_kernels_are_torch_ops = False  # the old path: mixer under torch.compiler.disable
-    compile_block(kept_out, device, backend)
-    for name, block in (("eager", gdn_block(*block_args)), ("compiled whole", compiled),
-                        ("compiled, mixer kept out", kept_out)):
-        print(f"ms per fwd+bwd step, {name}: {step_ms(block, x, repeats):.2f}")
+    print("mamba2 graph breaks, dense:", graph_breaks(mamba2_block(*block_args), x, None))
+    print("mamba2 graph breaks, packed:", graph_breaks(mamba2_block(*block_args), x[:1], packed))
+    compiled, out_err, grad_err = compiled_vs_eager(mamba2_block, block_args, x, device, backend)
+    print(f"mamba2 compiled vs eager: output rel err {out_err:.2e}, worst grad rel err {grad_err:.2e}")
+    step_times(mamba2_block, block_args, compiled, x, device, backend, repeats)
 
 
 if __name__ == "__main__":

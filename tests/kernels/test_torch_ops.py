@@ -57,3 +57,16 @@ def test_gated_rms_norm_op(gate, gate_first):
     torch.manual_seed(0)
     torch.library.opcheck(torch.ops.gdn.gated_rms_norm_fwd.default,
                           (randn(2, 5, 2, 8), randn(2, 5, 2, 8) if gate else None, randn(8), 1e-5, gate_first))
+
+
+@pytest.mark.parametrize("with_d,with_state,varlen", [(True, True, False), (False, False, False), (True, True, True)])
+def test_chunk_ssd_op(with_d, with_state, varlen):
+    torch.manual_seed(0)
+    B, T, H, P, G, N = (1, 70, 4, 8, 2, 16) if varlen else (2, 30, 4, 8, 1, 16)
+    cu_seqlens = torch.tensor([0, 9, 70], dtype=torch.int32, device=DEVICE) if varlen else None
+    sequences = 2 if varlen else B
+    args = (randn(B, T, H, P), torch.rand(B, T, H, device=DEVICE).requires_grad_(), randn(H) if with_d else None,
+            randn(B * T, G, N, scale=N**-0.5), randn(B * T, G, N, scale=N**-0.5),
+            (-torch.rand(B * T, H, device=DEVICE)).requires_grad_(),
+            randn(sequences, H, N, P) if with_state else None, True, cu_seqlens)
+    torch.library.opcheck(torch.ops.gdn.chunk_ssd_fwd.default, args)

@@ -1,7 +1,7 @@
-"""Graph breaks of a compiled block (torch._dynamo.explain): none for the GDN mixer on either path (its Triton kernels
-are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of the graph (what
-gdn.train.parallelize does to the Mamba mixers' Triton kernels); and op-level selective checkpointing saves the
-gated delta rule kernel instead of running it again."""
+"""Graph breaks of a compiled block (torch._dynamo.explain): none for the GDN mixer on either path and for the Triton
+Mamba2 mixer (their Triton kernels are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of
+the graph (what gdn.train.parallelize does to the Mamba1 selective scan); and op-level selective checkpointing saves
+the gated delta rule kernel instead of running it again."""
 import os
 
 import torch
@@ -23,12 +23,11 @@ def gdn_block(backend: str, recompute_states: bool = False):
     return model.blocks[0]
 
 
-def assert_matches_eager_triton_block(block, x) -> None:
-    """block(x) and its parameter gradients equal those of a fresh eager Triton GDN block (same seed)."""
-    eager = gdn_block("triton")
-    expected = eager(x)
+def assert_matches_eager(block, eager, *inputs) -> None:
+    """block(*inputs) and its parameter gradients equal those of the eager block (built from the same seed)."""
+    expected = eager(*inputs)
     expected.square().sum().backward()
-    y = block(x)
+    y = block(*inputs)
     y.square().sum().backward()
     assert torch.allclose(y, expected, atol=1e-6)
     grads = dict(block.named_parameters())
@@ -65,11 +64,31 @@ def test_the_triton_gdn_block_compiled_through_aot_autograd_matches_eager():
     torch._dynamo.reset()
     block = gdn_block("triton")
     compile_block(block, torch.device("cpu"), backend="aot_eager")
-    assert_matches_eager_triton_block(block, torch.randn(2, 24, 32, requires_grad=True))
+    assert_matches_eager(block, gdn_block("triton"), torch.randn(2, 24, 32, requires_grad=True))
+
+
+@pytest.mark.parametrize("cu_seqlens", [None, [0, 10, 24]])
+def test_the_triton_mamba2_block_compiles_without_a_graph_break_and_matches_eager(cu_seqlens):
+    # Its short conv, SSD and gated norm are torch.ops.gdn custom ops too.
+    from gdn.train.parallelize import compile_block
+
+    def mamba2_block():
+        torch.manual_seed(0)
+        model = LanguageModel(vocab_size=64, d_model=32, n_layers=1, layers=["mamba2"],
+                              mixers={"mamba2": {"headdim": 16, "d_state": 8, "backend": "triton"}})
+        return model.blocks[0]
+
+    x = torch.randn(1 if cu_seqlens else 2, 24, 32, requires_grad=True)
+    packed = None if cu_seqlens is None else torch.tensor(cu_seqlens, dtype=torch.int32)
+    assert graph_breaks(mamba2_block(), x, packed) == 0
+    torch._dynamo.reset()
+    block = mamba2_block()
+    compile_block(block, torch.device("cpu"), backend="aot_eager")
+    assert_matches_eager(block, mamba2_block(), x, packed)
 
 
 def test_a_mixer_kept_out_of_the_graph_breaks_it_once_per_call():
-    # What compile_block does for a mixer whose Triton kernels are not torch ops (Mamba2, Mamba1), on the GDN block.
+    # What compile_block does for a mixer whose Triton kernels are not torch ops (Mamba1), on the GDN block.
     block = gdn_block("torch")
     block.mixer.forward = torch.compiler.disable(block.mixer.forward)
     x = torch.randn(2, 24, 32)
@@ -118,7 +137,7 @@ def test_a_checkpointed_block_with_a_triton_mixer_is_still_compiled():
     counter = CompileCounter()
     block = prepare_block(gdn_block("triton"), 0, ParallelSettings(activation_checkpointing="full", compile=True),
                           torch.device("cpu"), compile_backend=counter)
-    assert_matches_eager_triton_block(block, torch.randn(1, 16, 32, requires_grad=True))
+    assert_matches_eager(block, gdn_block("triton"), torch.randn(1, 16, 32, requires_grad=True))
     assert counter.frame_count >= 1 and counter.op_count > 0  # norms, residual and MLP in compiled graphs
 
 

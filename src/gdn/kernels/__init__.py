@@ -4,3 +4,4 @@ from gdn.kernels.gated_delta import chunk_gated_delta_rule_torch, recurrent_gate
 from gdn.kernels.gate import gdn_gate
 from gdn.kernels.gated_norm import gated_rms_norm, rms_norm
 from gdn.kernels.short_conv import short_conv, short_conv_step
+from gdn.kernels.ssd import chunk_ssd

@@ -65,6 +65,10 @@ class Mamba2(nn.Module):
     forces them (on the CPU under TRITON_INTERPRET=1; no float64), "torch" the PyTorch path (chunk_size applies).
     """
 
+    # Its Triton kernels (short conv, SSD, gated RMSNorm) are torch.library custom ops: torch.compile traces the
+    # mixer whole (gdn.train.parallelize.compile_block).
+    triton_kernels_are_torch_ops = True
+
     def __init__(
         self,
         d_model: int,

@@ -27,28 +27,13 @@ def _chunk_cumsum_kernel(x_ptr, y_ptr, cu_seqlens_ptr, chunk_index_ptr, H,
     tl.store(y_ptr + offs, tl.cumsum(x, 0, reverse=REVERSE), mask=mask)
 
 
-def _chunk_cumsum(x: torch.Tensor, layout: ChunkLayout, reverse: bool) -> torch.Tensor:
+def chunk_local_cumsum(x: torch.Tensor, layout: ChunkLayout, reverse: bool = False) -> torch.Tensor:
+    """x [tokens, H] on `layout`'s flat token axis -> its cumulative sum inside each chunk (fp32); reverse=True
+    sums from the chunk's end, which is the forward's backward."""
     total, H = x.shape
     y = new_buffer((total, H), torch.float32, x.device)
     block_h = min(HEADS_PER_PROGRAM, triton.next_power_of_2(H))
     _chunk_cumsum_kernel[(layout.num_chunks, triton.cdiv(H, block_h))](
-        x, y, layout.cu_seqlens, layout.chunk_index, H, BT=CHUNK, BH=block_h, REVERSE=reverse,
+        x.contiguous(), y, layout.cu_seqlens, layout.chunk_index, H, BT=CHUNK, BH=block_h, REVERSE=reverse,
     )
     return y
-
-
-class ChunkLocalCumsum(torch.autograd.Function):
-    """g [tokens, H] (contiguous, flat token axis of `layout`) -> gc [tokens, H] fp32."""
-
-    @staticmethod
-    def forward(ctx, g, layout):
-        ctx.layout, ctx.dtype = layout, g.dtype
-        return _chunk_cumsum(g, layout, reverse=False)
-
-    @staticmethod
-    def backward(ctx, dgc):
-        return _chunk_cumsum(dgc.contiguous(), ctx.layout, reverse=True).to(ctx.dtype), None
-
-
-def chunk_local_cumsum(g: torch.Tensor, layout: ChunkLayout) -> torch.Tensor:
-    return ChunkLocalCumsum.apply(g.contiguous(), layout)

@@ -6,10 +6,11 @@ The SSD is scalar-decay linear attention with q = C, k = B, v = dt o x and log d
     3. state_forward    the state entering every chunk                                  _state.py
     4. output_forward   O = (exp(gc) o Q) S + (Q K^T o M) V                              _output.py
     5. y = O + D x                                                                       _elementwise.py
-`ChunkSSD` runs steps 2-5 and their backward (the element-wise parts of which are one fused pass). B and C stay
-per group: the chunk kernels read head h's from group h // (H / G) (their QK_H argument), so they are never
-copied to every head; only dB and dC come per head from the kernels and are summed over each group's heads.
-What the backward keeps is lean: x, dt, D, gc and B, C per group; V and the per-chunk states are rebuilt (at
+The custom op gdn::chunk_ssd_fwd runs steps 1-5, gdn::chunk_ssd_bwd their backward (the element-wise parts of
+which are one fused pass). B and C stay per group: the chunk kernels read head h's from group h // (H / G) (their
+QK_H argument), so they are never copied to every head; only dB and dC come per head from the kernels and are
+summed over each group's heads (_elementwise.py).
+What the backward keeps is lean: x, dt, D, g and B, C per group; gc, V and the per-chunk states are rebuilt (at
 Mamba2-1.3B's 64 heads and d_state 128: 56 KB less per token and layer than keeping per-head B/C, V and the
 states).
 """
@@ -25,35 +26,92 @@ from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd
 from gdn.kernels.ssd.reference import check_groups
 
 
-class ChunkSSD(torch.autograd.Function):
-    """y = SSD(x, dt, B, C) + D x given gc; x [B, T, H, P] contiguous, dt [B, T, H] fp32, q = C and k = B per group
-    on flat [tokens, G, N]; per head, S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
+# Two torch.library custom ops (namespace gdn, as the GDN kernels: gdn/kernels/gated_delta/chunk.py), so that
+# torch.compile traces a Mamba2 block without a graph break and op-level selective checkpointing can save the SSD.
+# Everything the backward needs is an input of the forward op (V, gc and the states are rebuilt), so the forward
+# returns only y and the final state (empty without output_final_state: an op cannot return None).
+EMPTY = (0,)
 
-    @staticmethod
-    def forward(ctx, x, dt, D, q, k, gc, initial_state, output_final_state, layout):
-        batch, T, H, P = x.shape
-        v = ssd_values(x, dt).view(batch * T, H, P)
-        h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
-        o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
-        y = ssd_skip(o, x, D) if D is not None else o
-        ctx.save_for_backward(x, dt, D, q, k, gc, initial_state)
-        ctx.layout = layout
-        return y, final
 
-    @staticmethod
-    def backward(ctx, dy, d_final):
-        x, dt, D, q, k, gc, initial_state = ctx.saved_tensors
-        layout, (batch, T, H, P), G = ctx.layout, x.shape, q.shape[1]
-        v = ssd_values(x, dt).view(batch * T, H, P)  # rebuilt, as are the states
-        h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)
-        do = dy.contiguous().view(batch * T, H, P)  # dO = dy
-        d_final = d_final.float().contiguous() if d_final is not None else None
-        dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
-        dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
-        dq, dk, _, dgc = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)
-        dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
-        dq, dk = sum_over_groups(dq, G, q.dtype), sum_over_groups(dk, G, k.dtype)
-        return dx, ddt, None if D is None else dD.to(D.dtype), dq, dk, dgc, dh0, None, None
+def _layout(x: torch.Tensor, cu_seqlens: torch.Tensor | None):
+    return chunk_layout(x.shape[0], x.shape[1], cu_seqlens, x.device)
+
+
+@torch.library.custom_op("gdn::chunk_ssd_fwd", mutates_args=())
+def chunk_ssd_fwd(
+    x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor, g: torch.Tensor,
+    initial_state: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = SSD(x, dt, B, C) + D x; x [B, T, H, P] contiguous, dt [B, T, H] fp32, q = C and k = B per group on flat
+    [tokens, G, N], g = dt A [tokens, H] fp32; per head, S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
+    batch, T, H, P = x.shape
+    layout = _layout(x, cu_seqlens)
+    gc = chunk_local_cumsum(g, layout)
+    v = ssd_values(x, dt).view(batch * T, H, P)
+    h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
+    o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
+    y = ssd_skip(o, x, D) if D is not None else o
+    return y, final if final is not None else x.new_empty(EMPTY, dtype=torch.float32)
+
+
+@chunk_ssd_fwd.register_fake
+def _(x, dt, D, q, k, g, initial_state, output_final_state, cu_seqlens):
+    batch, T, H, P = x.shape
+    sequences = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final = (sequences, H, k.shape[-1], P) if output_final_state else EMPTY
+    return x.new_empty(x.shape), x.new_empty(final, dtype=torch.float32)
+
+
+@torch.library.custom_op("gdn::chunk_ssd_bwd", mutates_args=())
+def chunk_ssd_bwd(
+    x: torch.Tensor, dt: torch.Tensor, D: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor, g: torch.Tensor,
+    initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, dy: torch.Tensor,
+    d_final: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> dx, ddt, dD, dq, dk (per group), dg, dh0 (dD, dh0 empty without D, initial_state)."""
+    (batch, T, H, P), G = x.shape, q.shape[1]
+    layout = _layout(x, cu_seqlens)
+    gc = chunk_local_cumsum(g, layout)  # rebuilt, as are V and the states
+    v = ssd_values(x, dt).view(batch * T, H, P)
+    h, _, _ = state_forward(k, None, v, gc, initial_state, False, layout)
+    do = dy.contiguous().view(batch * T, H, P)  # dO = dy
+    d_final = d_final.float().contiguous() if d_final is not None else None
+    dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
+    dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
+    dq, dk, _, dgc = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)
+    dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
+    def empty():  # a new one each time: an op's outputs may not alias each other
+        return x.new_empty(EMPTY, dtype=torch.float32)
+
+    return (dx, ddt, empty() if D is None else dD.to(D.dtype), sum_over_groups(dq, G, q.dtype),
+            sum_over_groups(dk, G, k.dtype), chunk_local_cumsum(dgc, layout, reverse=True),
+            empty() if dh0 is None else dh0)
+
+
+@chunk_ssd_bwd.register_fake
+def _(x, dt, D, q, k, g, initial_state, cu_seqlens, dy, d_final):
+    def empty():
+        return x.new_empty(EMPTY, dtype=torch.float32)
+
+    return (x.new_empty(x.shape), dt.new_empty(dt.shape), empty() if D is None else D.new_empty(D.shape),
+            q.new_empty(q.shape), k.new_empty(k.shape), g.new_empty(g.shape),
+            empty() if initial_state is None else initial_state.new_empty(initial_state.shape, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output):
+    x, dt, D, q, k, g, initial_state, output_final_state, cu_seqlens = inputs
+    ctx.save_for_backward(x, dt, D, q, k, g, initial_state, cu_seqlens)
+    ctx.output_final_state = output_final_state
+
+
+def _backward(ctx, dy, d_final):
+    x, dt, D, q, k, g, initial_state, cu_seqlens = ctx.saved_tensors
+    dx, ddt, dD, dq, dk, dg, dh0 = chunk_ssd_bwd(x, dt, D, q, k, g, initial_state, cu_seqlens, dy,
+                                                 d_final if ctx.output_final_state else None)
+    return (dx, ddt, None if D is None else dD, dq, dk, dg, None if initial_state is None else dh0, None, None)
+
+
+chunk_ssd_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def chunk_ssd(
@@ -73,13 +131,11 @@ def chunk_ssd(
     if cu_seqlens is not None and batch != 1:
         raise ValueError(f"cu_seqlens needs batch size 1, got {batch}")
     N = B.shape[-1]
-    layout = chunk_layout(batch, T, cu_seqlens, x.device)
     dt = dt.float()
-    gc = chunk_local_cumsum((dt * A.float()).reshape(batch * T, H), layout)  # g = dt A
+    g = (dt * A.float()).reshape(batch * T, H)
     check_groups(B.shape[2], H)
     q, k = (t.to(x.dtype).reshape(batch * T, t.shape[2], N).contiguous() for t in (C, B))
     h0 = initial_state.float().contiguous() if initial_state is not None else None
-    return ChunkSSD.apply(
-        x.contiguous(), dt.contiguous(), D.float() if D is not None else None, q, k,
-        gc, h0, output_final_state, layout,
-    )
+    y, final = chunk_ssd_fwd(x.contiguous(), dt.contiguous(), D.float() if D is not None else None, q, k,
+                             g.contiguous(), h0, output_final_state, cu_seqlens)
+    return y, (final if output_final_state else None)
