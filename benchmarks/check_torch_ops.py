@@ -9,7 +9,8 @@
 4. op-level selective checkpointing: delta rule forward kernel runs per step (expect 1; full checkpointing 2);
 5. ms per forward+backward step: eager, compiled whole (now), and compiled with the mixer kept out of the graph
    (torch.compiler.disable, what parallelize did before the ops were registered);
-6. the same graph-break count, compiled-vs-eager errors and step times for a Mamba2 block (SSD op).
+6. the same graph-break count, compiled-vs-eager errors and step times for a Mamba2 block (SSD op) and a Mamba1
+   block (selective scan op).
 Needs only torch and triton (no Hydra, MLflow).
 """
 from __future__ import annotations
@@ -47,6 +48,14 @@ def mamba2_block(d_model: int, heads: int, head_dim: int, device, dtype):
     return model.blocks[0].to(device=device, dtype=dtype)
 
 
+def mamba1_block(d_model: int, heads: int, head_dim: int, device, dtype):
+    """Samba's Mamba1 layer: 2 d_model channels, d_state 16 (8 at the smoke size)."""
+    torch.manual_seed(0)
+    config = {"d_state": 16 if d_model >= 256 else 8, "backend": "triton"}
+    model = LanguageModel(vocab_size=64, d_model=d_model, n_layers=1, layers=["mamba"], mixers={"mamba": config})
+    return model.blocks[0].to(device=device, dtype=dtype)
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
@@ -65,6 +74,9 @@ def opchecks(device) -> None:
         "chunk_gated_delta_rule_fwd (recompute_states)": (*delta_args, True),
         "short_conv_fwd": (randn(2, 50, 64), randn(64, 4, scale=0.5), randn(64), None, None, True),
         "gate_fwd": (randn(2, 50, 4), randn(4), randn(4)),
+        "selective_scan_fwd": (randn(2, 100, 32), (0.1 * torch.rand(2, 100, 32, device=device)).requires_grad_(),
+                               (-torch.rand(32, 16, device=device) - 0.5).requires_grad_(), randn(2, 100, 16),
+                               randn(2, 100, 16), randn(32), randn(2, 32, 16), True, None, randn(32), True),
         "chunk_ssd_fwd": (randn(2, 100, 4, 16), torch.rand(2, 100, 4, device=device).requires_grad_(),
                           randn(4), randn(200, 1, 32), randn(200, 1, 32), -torch.rand(200, 4, device=device),
                           randn(2, 4, 32, 16), True, None),
@@ -163,11 +175,13 @@ def main() -> None:
               forward_kernel_runs(block_args, x, mode))
     step_times(gdn_block, block_args, compiled, x, device, backend, repeats)
 
-    print("mamba2 graph breaks, dense:", graph_breaks(mamba2_block(*block_args), x, None))
-    print("mamba2 graph breaks, packed:", graph_breaks(mamba2_block(*block_args), x[:1], packed))
-    compiled, out_err, grad_err = compiled_vs_eager(mamba2_block, block_args, x, device, backend)
-    print(f"mamba2 compiled vs eager: output rel err {out_err:.2e}, worst grad rel err {grad_err:.2e}")
-    step_times(mamba2_block, block_args, compiled, x, device, backend, repeats)
+    for make_block in (mamba2_block, mamba1_block):
+        name = make_block.__name__
+        print(f"{name} graph breaks, dense:", graph_breaks(make_block(*block_args), x, None))
+        print(f"{name} graph breaks, packed:", graph_breaks(make_block(*block_args), x[:1], packed))
+        compiled, out_err, grad_err = compiled_vs_eager(make_block, block_args, x, device, backend)
+        print(f"{name} compiled vs eager: output rel err {out_err:.2e}, worst grad rel err {grad_err:.2e}")
+        step_times(make_block, block_args, compiled, x, device, backend, repeats)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,17 @@ def test_chunk_ssd_op(with_d, with_state, varlen):
             (-torch.rand(B * T, H, device=DEVICE)).requires_grad_(),
             randn(sequences, H, N, P) if with_state else None, True, cu_seqlens)
     torch.library.opcheck(torch.ops.gdn.chunk_ssd_fwd.default, args)
+
+
+@pytest.mark.parametrize("full,varlen", [(True, False), (False, False), (True, True)])
+def test_selective_scan_op(full, varlen):
+    # full: D, an initial state, dt_bias with softplus and the final state; else none of them
+    torch.manual_seed(0)
+    B, T, channels, N = (1, 40, 6, 4) if varlen else (2, 20, 6, 4)
+    cu_seqlens = torch.tensor([0, 17, 40], dtype=torch.int32, device=DEVICE) if varlen else None
+    sequences = 2 if varlen else B
+    args = (randn(B, T, channels), (0.1 * torch.rand(B, T, channels, device=DEVICE)).requires_grad_(),
+            (-torch.rand(channels, N, device=DEVICE) - 0.5).requires_grad_(), randn(B, T, N), randn(B, T, N),
+            randn(channels) if full else None, randn(sequences, channels, N) if full else None, full, cu_seqlens,
+            randn(channels, scale=0.1) if full else None, full)
+    torch.library.opcheck(torch.ops.gdn.selective_scan_fwd.default, args)

@@ -1,7 +1,7 @@
 """Graph breaks of a compiled block (torch._dynamo.explain): none for the GDN mixer on either path and for the Triton
-Mamba2 mixer (their Triton kernels are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of
-the graph (what gdn.train.parallelize does to the Mamba1 selective scan); and op-level selective checkpointing saves
-the gated delta rule kernel instead of running it again."""
+Mamba2 and Mamba1 mixers (their Triton kernels are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of
+the graph (what gdn.train.parallelize does to a mixer whose kernels are not ops); and op-level selective checkpointing
+saves the gated delta rule kernel instead of running it again."""
 import os
 
 import torch
@@ -67,28 +67,34 @@ def test_the_triton_gdn_block_compiled_through_aot_autograd_matches_eager():
     assert_matches_eager(block, gdn_block("triton"), torch.randn(2, 24, 32, requires_grad=True))
 
 
+MAMBA_MIXERS = {"mamba2": {"headdim": 16, "d_state": 8, "backend": "triton"},  # short conv, SSD, gated norm
+                 "mamba": {"d_state": 8, "backend": "triton"}}  # Mamba1: short conv, selective scan
+
+
+@pytest.mark.parametrize("layer", list(MAMBA_MIXERS))
 @pytest.mark.parametrize("cu_seqlens", [None, [0, 10, 24]])
-def test_the_triton_mamba2_block_compiles_without_a_graph_break_and_matches_eager(cu_seqlens):
-    # Its short conv, SSD and gated norm are torch.ops.gdn custom ops too.
+def test_the_triton_mamba_blocks_compile_without_a_graph_break_and_match_eager(layer, cu_seqlens):
+    # Their Triton kernels are torch.ops.gdn custom ops too.
     from gdn.train.parallelize import compile_block
 
-    def mamba2_block():
+    def mamba_block():
         torch.manual_seed(0)
-        model = LanguageModel(vocab_size=64, d_model=32, n_layers=1, layers=["mamba2"],
-                              mixers={"mamba2": {"headdim": 16, "d_state": 8, "backend": "triton"}})
+        model = LanguageModel(vocab_size=64, d_model=32, n_layers=1, layers=[layer],
+                              mixers={layer: MAMBA_MIXERS[layer]})
         return model.blocks[0]
 
     x = torch.randn(1 if cu_seqlens else 2, 24, 32, requires_grad=True)
     packed = None if cu_seqlens is None else torch.tensor(cu_seqlens, dtype=torch.int32)
-    assert graph_breaks(mamba2_block(), x, packed) == 0
+    assert graph_breaks(mamba_block(), x, packed) == 0
     torch._dynamo.reset()
-    block = mamba2_block()
+    block = mamba_block()
     compile_block(block, torch.device("cpu"), backend="aot_eager")
-    assert_matches_eager(block, mamba2_block(), x, packed)
+    assert_matches_eager(block, mamba_block(), x, packed)
 
 
 def test_a_mixer_kept_out_of_the_graph_breaks_it_once_per_call():
-    # What compile_block does for a mixer whose Triton kernels are not torch ops (Mamba1), on the GDN block.
+    # What compile_block does for a mixer whose Triton kernels are not torch ops (one a researcher adds), on the GDN
+    # block.
     block = gdn_block("torch")
     block.mixer.forward = torch.compiler.disable(block.mixer.forward)
     x = torch.randn(2, 24, 32)

@@ -5,3 +5,4 @@ from gdn.kernels.gate import gdn_gate
 from gdn.kernels.gated_norm import gated_rms_norm, rms_norm
 from gdn.kernels.short_conv import short_conv, short_conv_step
 from gdn.kernels.ssd import chunk_ssd
+from gdn.kernels.selective_scan import chunk_selective_scan

@@ -70,6 +70,10 @@ class Mamba1(nn.Module):
     TRITON_INTERPRET=1; no float64); "torch" the PyTorch path (chunk_size applies to it only).
     """
 
+    # Its Triton kernels (short conv, selective scan) are torch.library custom ops: torch.compile traces the mixer
+    # whole (gdn.train.parallelize.compile_block).
+    triton_kernels_are_torch_ops = True
+
     def __init__(
         self,
         d_model: int,

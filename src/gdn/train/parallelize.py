@@ -13,13 +13,14 @@ Gradient division by FSDP is switched off: the trainer's loss is already a sum o
 GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing
 and compilation, and no sharding.
 
-Compiling a block whose mixer runs our Triton kernels: the GDN and Mamba2 mixers' kernels (gated delta rule, SSD,
-short conv, gate, gated RMSNorm) are torch.library custom ops (torch.ops.gdn.*, with fake-tensor shape functions and
-registered backwards), so Dynamo traces the whole block with the kernels as opaque nodes: no graph break. The Mamba1
-selective scan (Samba) is still an autograd Function with Python-side launch logic: that mixer's forward is wrapped
-in torch.compiler.disable, one graph break per mixer call. RMSNorm and the SwiGLU MLP, which use their own
-Triton kernels in eager mode on CUDA, switch to their PyTorch autograd functions under compilation
-(torch.compiler.is_compiling()), which Inductor fuses instead. tests/train/test_compile.py counts the breaks.
+Compiling a block whose mixer runs our Triton kernels: the GDN, Mamba2 and Mamba1 mixers' kernels (gated delta rule,
+SSD, selective scan, short conv, gate, gated RMSNorm) are torch.library custom ops (torch.ops.gdn.*, with fake-tensor
+shape functions and registered backwards), so Dynamo traces the whole block with the kernels as opaque nodes: no
+graph break. A mixer whose Triton kernels are not torch ops (one a researcher adds, without the
+`triton_kernels_are_torch_ops` flag) has its forward wrapped in torch.compiler.disable: one graph break per call.
+RMSNorm and the SwiGLU MLP, which use their own Triton kernels in eager mode on CUDA, switch to their PyTorch
+autograd functions under compilation (torch.compiler.is_compiling()), which Inductor fuses instead.
+tests/train/test_compile.py counts the breaks.
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ SAVED_OPS = {
     torch.ops.aten._scaled_dot_product_cudnn_attention.default,
     torch.ops.gdn.chunk_gated_delta_rule_fwd.default,
     torch.ops.gdn.chunk_ssd_fwd.default,
+    torch.ops.gdn.selective_scan_fwd.default,
     torch.ops.gdn.short_conv_fwd.default,
     torch.ops.gdn.gate_fwd.default,
     torch.ops.gdn.gated_rms_norm_fwd.default,

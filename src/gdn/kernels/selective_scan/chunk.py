@@ -304,42 +304,94 @@ def flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias):
     return x, dt, A, B, C, D, h0, dt_bias
 
 
-class SelectiveScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, dt_bias, dt_softplus):
-        batch, length, channels = x.shape
-        layout = scan_layout(batch, length, cu_seqlens, x.device)
-        flat = flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias)
-        y, final, checkpoints = scan_forward(*flat, dt_softplus, layout, output_final_state, store_checkpoints=True)
-        x_f, dt_f, A_f, B_f, C_f, D_f, _, bias_f = flat
-        ctx.save_for_backward(x_f, dt_f, A_f, B_f, C_f, D_f, bias_f, checkpoints)
-        ctx.layout, ctx.shape, ctx.dt_softplus = layout, (batch, length, channels), dt_softplus
-        ctx.dtypes = tuple(None if t is None else t.dtype for t in (A, B, C, D, initial_state, dt_bias))
-        return y.view(batch, length, channels), final
+# Two torch.library custom ops (namespace gdn, as the GDN and SSD kernels), so that torch.compile traces a Mamba1
+# block without a graph break and op-level selective checkpointing can save the scan. The forward op returns the
+# per-tile checkpoints beside y and the final state (a custom op's backward sees only its inputs and outputs); their
+# row count is scan_layout's bound, known without reading cu_seqlens. Absent tensors travel as empty ones.
+EMPTY = (0,)
 
-    @staticmethod
-    def backward(ctx, dy, d_final):
-        x, dt, A, B, C, D, dt_bias, checkpoints = ctx.saved_tensors
-        batch, length, channels = ctx.shape
-        A_dtype, B_dtype, C_dtype, D_dtype, h0_dtype, bias_dtype = ctx.dtypes
-        dy = dy.reshape(batch * length, channels).contiguous()
-        d_final = d_final.float().contiguous() if d_final is not None else None
-        dx, ddt, dA, dB, dC, dD, dbias, dh0 = scan_backward(
-            x, dt, A, B, C, D, dt_bias, ctx.dt_softplus, dy, checkpoints, d_final, h0_dtype is not None, ctx.layout)
-        num_states = A.shape[1]
-        return (
-            dx.view(batch, length, channels),
-            ddt.view(batch, length, channels),
-            dA.to(A_dtype),
-            dB.to(B_dtype).view(batch, length, num_states),
-            dC.to(C_dtype).view(batch, length, num_states),
-            None if D_dtype is None else dD.to(D_dtype),
-            None if h0_dtype is None else dh0.to(h0_dtype),
-            None,
-            None,
-            None if bias_dtype is None else dbias.to(bias_dtype),
-            None,
-        )
+
+def _layout(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> ScanLayout:
+    return scan_layout(x.shape[0], x.shape[1], cu_seqlens, x.device)
+
+
+@torch.library.custom_op("gdn::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None,
+    initial_state: torch.Tensor | None, output_final_state: bool, cu_seqlens: torch.Tensor | None,
+    dt_bias: torch.Tensor | None, dt_softplus: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> y [B, T, Dch] in x's dtype, final state [S, Dch, N] fp32 (empty without output_final_state), the
+    checkpoints [slots, Dch, N] fp32 (the state entering every tile)."""
+    batch, length, channels = x.shape
+    flat = flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias)
+    layout = _layout(x, cu_seqlens)
+    y, final, checkpoints = scan_forward(*flat, dt_softplus, layout, output_final_state, store_checkpoints=True)
+    if cu_seqlens is not None:  # the slots past the last tile (the bound's slack) hold no state: zero, not garbage
+        unused = torch.arange(layout.checkpoint_slots, device=x.device) >= layout.tile_offsets[-1]
+        checkpoints.masked_fill_(unused[:, None, None], 0.0)
+    final = final if final is not None else x.new_empty(EMPTY, dtype=torch.float32)
+    return y.view(batch, length, channels), final, checkpoints
+
+
+@selective_scan_fwd.register_fake
+def _(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, dt_bias, dt_softplus):
+    batch, length, channels = x.shape
+    sequences = batch if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    slots = batch * triton.cdiv(length, TILE) if cu_seqlens is None else triton.cdiv(length, TILE) + sequences
+    f32 = dict(dtype=torch.float32)
+    return (x.new_empty(x.shape), x.new_empty((sequences, *A.shape) if output_final_state else EMPTY, **f32),
+            x.new_empty((slots, *A.shape), **f32))
+
+
+@torch.library.custom_op("gdn::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None,
+    initial_state: torch.Tensor | None, cu_seqlens: torch.Tensor | None, dt_bias: torch.Tensor | None,
+    dt_softplus: bool, checkpoints: torch.Tensor, dy: torch.Tensor, d_final: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor]:
+    """-> dx, ddt, dA, dB, dC, dD, dh0, d dt_bias in their inputs' dtypes (the last three empty where absent)."""
+    batch, length, channels = x.shape
+    x_f, dt_f, A_f, B_f, C_f, D_f, _, bias_f = flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias)
+    dy = dy.reshape(batch * length, channels).contiguous()
+    d_final = d_final.float().contiguous() if d_final is not None else None
+    dx, ddt, dA, dB, dC, dD, dbias, dh0 = scan_backward(
+        x_f, dt_f, A_f, B_f, C_f, D_f, bias_f, dt_softplus, dy, checkpoints, d_final, initial_state is not None,
+        _layout(x, cu_seqlens))
+
+    def given(grad, like):  # the gradient in its input's dtype, or a new empty tensor (outputs may not alias)
+        return x.new_empty(EMPTY, dtype=torch.float32) if like is None else grad.to(like.dtype)
+
+    return (dx.view(x.shape), ddt.view(dt.shape), dA.to(A.dtype), dB.to(B.dtype).view(B.shape),
+            dC.to(C.dtype).view(C.shape), given(dD, D), given(dh0, initial_state), given(dbias, dt_bias))
+
+
+@selective_scan_bwd.register_fake
+def _(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, dt_softplus, checkpoints, dy, d_final):
+    def like(t):
+        return x.new_empty(EMPTY, dtype=torch.float32) if t is None else t.new_empty(t.shape)
+
+    return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
+            C.new_empty(C.shape), like(D), like(initial_state), like(dt_bias))
+
+
+def _setup_context(ctx, inputs, output):
+    x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, dt_bias, dt_softplus = inputs
+    ctx.save_for_backward(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, output[2])
+    ctx.output_final_state, ctx.dt_softplus = output_final_state, dt_softplus
+
+
+def _backward(ctx, dy, d_final, _d_checkpoints):
+    x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, checkpoints = ctx.saved_tensors
+    dx, ddt, dA, dB, dC, dD, dh0, dbias = selective_scan_bwd(
+        x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, ctx.dt_softplus, checkpoints, dy.contiguous(),
+        d_final if ctx.output_final_state else None)
+    return (dx, ddt, dA, dB, dC, None if D is None else dD, None if initial_state is None else dh0, None, None,
+            None if dt_bias is None else dbias, None)
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def chunk_selective_scan(
@@ -366,7 +418,8 @@ def chunk_selective_scan(
     check_inputs(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias)
     inputs = (x, dt, A, B, C, D, initial_state)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (*inputs, dt_bias)):
-        return SelectiveScan.apply(*inputs, output_final_state, cu_seqlens, dt_bias, dt_softplus)
+        y, final, _checkpoints = selective_scan_fwd(*inputs, output_final_state, cu_seqlens, dt_bias, dt_softplus)
+        return y, (final if output_final_state else None)
     batch, length, channels = x.shape
     layout = scan_layout(batch, length, cu_seqlens, x.device)
     flat = flat_inputs(*inputs, dt_bias)
