@@ -12,8 +12,9 @@ Needs only torch, triton, numpy, tqdm and this checkout (no hydra / omegaconf / 
             python benchmarks/bench_train.py equality --save /tmp/eq.json &&
             torchrun --nproc_per_node=2 benchmarks/bench_train.py equality --reference /tmp/eq.json
 
-Model: GDN at scale=1.3b (conf/scale/1.3b/gdn.yaml on conf/model/gdn.yaml; tests/train/test_bench_train.py checks
-the copy below against the Hydra composition), vocab 32000, untied; data: uniform random tokens (no data cost).
+Model: GDN at scale=1.3b by default (conf/scale/1.3b/gdn.yaml on conf/model/gdn.yaml, read without Hydra;
+tests/train/test_bench_train.py checks it against the Hydra composition), or any conf/model at scale=1.3b
+(--model samba-1.3b), vocab 32000, untied; data: uniform random tokens (no data cost).
 Prints one JSON line per result. MFU counts model FLOPs only (gdn.models.flops, training = 3 x forward): activation
 checkpointing's recomputation is not in it.
 """
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from gdn.data import Batch  # noqa: E402
 from gdn.models import LanguageModel  # noqa: E402
-from gdn.models.config_files import merge, model_kwargs  # noqa: E402
+from gdn.models.config_files import CONF_DIR, merge, model_kwargs  # noqa: E402
 from gdn.models.flops import training_flops_per_token  # noqa: E402
 from gdn.train import distributed as dist_utils  # noqa: E402
 from gdn.train.metrics import bf16_peak_flops  # noqa: E402
@@ -45,15 +46,21 @@ from gdn.train.tracking import NullTracker  # noqa: E402
 from gdn.train.trainer import Trainer, TrainerSettings  # noqa: E402
 
 
-def gdn_config(scale: str | None, **overrides) -> dict:
-    """conf/model/gdn.yaml (+ conf/scale/SCALE/gdn.yaml) as gdn-train composes them, without the vocabulary."""
-    config = model_kwargs("gdn", scale)
+def composed_config(model: str, scale: str | None, **overrides) -> dict:
+    """conf/model/MODEL.yaml (+ conf/scale/SCALE/MODEL.yaml) as gdn-train composes them, without the vocabulary."""
+    config = model_kwargs(model, scale)
     config.pop("vocab_size")
     return merge(config, overrides)
 
 
-GDN_1_3B = gdn_config("1.3b")
-GDN_TINY = gdn_config(None, d_model=128, mixers={"gdn": {"head_dim": 64}})
+GDN_1_3B = composed_config("gdn", "1.3b")
+GDN_TINY = composed_config("gdn", None, d_model=128, mixers={"gdn": {"head_dim": 64}})
+MODEL_CHOICES = ["tiny", *(f"{path.stem}-1.3b" for path in sorted((CONF_DIR / "model").glob("*.yaml")))]
+
+
+def benchmark_model(choice: str) -> dict:
+    """--model: "tiny" (a 2-block GDN) or NAME-1.3b (conf/model/NAME.yaml at scale=1.3b)."""
+    return GDN_TINY if choice == "tiny" else composed_config(choice.removesuffix("-1.3b"), "1.3b")
 
 
 class RandomTokens:
@@ -100,7 +107,7 @@ def throughput(args) -> dict:
               "batch_per_gpu": args.batch, "seq_len": args.seq_len, "loss_chunk_tokens": args.loss_chunk}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    model_config = GDN_1_3B if args.model == "gdn-1.3b" else GDN_TINY
+    model_config = benchmark_model(args.model)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             trainer, flops = build_trainer(model_config, args.vocab, data, parallel, "auto", args.loss_chunk, Path(tmp),
@@ -153,8 +160,9 @@ def equality(args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["single", "fsdp", "equality"])
-    parser.add_argument("--model", choices=["gdn-1.3b", "tiny"], default="gdn-1.3b",
-                        help="tiny: a 2-block GDN to check the script itself (runs on the CPU too)")
+    parser.add_argument("--model", choices=MODEL_CHOICES, default="gdn-1.3b",
+                        help="NAME-1.3b: conf/model/NAME.yaml at scale=1.3b; tiny: a 2-block GDN to check the script "
+                             "itself (runs on the CPU too)")
     parser.add_argument("--ac", choices=["none", "full", "selective", "op"], default="none")
     parser.add_argument("--ac-every", type=int, default=2)
     parser.add_argument("--compile", choices=["on", "off"], default="off")

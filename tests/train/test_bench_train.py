@@ -1,5 +1,5 @@
-"""benchmarks/bench_train.py runs without Hydra, so it carries its own copy of the 1.3B GDN config: it must equal the
-Hydra composition `model=gdn scale=1.3b`; its equality mode runs end to end in one process."""
+"""benchmarks/bench_train.py runs without Hydra, so it reads the 1.3B model configs itself: each must equal the Hydra
+composition `model=NAME scale=1.3b`; its equality mode runs end to end in one process."""
 import importlib.util
 import json
 import math
@@ -15,12 +15,12 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 
-def test_the_benchmark_model_is_gdn_at_scale_1_3b(compose_config):
-    if not (REPO_ROOT / "conf" / "scale" / "1.3b" / "gdn.yaml").is_file():
-        pytest.skip("conf/scale/1.3b/gdn.yaml is not in this checkout")
-    model = OmegaConf.to_container(compose_config("model=gdn", "scale=1.3b", tiny=False).model, resolve=True)
+@pytest.mark.parametrize("choice", [choice for choice in bench.MODEL_CHOICES if choice != "tiny"])
+def test_the_benchmark_models_are_the_hydra_compositions_at_scale_1_3b(compose_config, choice):
+    name = choice.removesuffix("-1.3b")
+    model = OmegaConf.to_container(compose_config(f"model={name}", "scale=1.3b", tiny=False).model, resolve=True)
     model.pop("_target_"), model.pop("vocab_size")
-    assert model == bench.GDN_1_3B
+    assert model == bench.benchmark_model(choice)
 
 
 def test_random_tokens_are_reproducible_next_token_batches():
