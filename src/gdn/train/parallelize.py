@@ -4,9 +4,9 @@
     block, saving the matmul and attention outputs) -> fully_shard
     then fully_shard(model): the root group holds what is left, the embedding, final norm and LM head together.
 
-Compile inside the checkpoint (torchtitan wraps the other way round): our blocks have a graph break (a Triton mixer,
-below), and Dynamo cannot compile a checkpointed region with a break in it, so compiling the checkpoint wrapper
-would leave the whole block eager; a compiled block inside an eager checkpoint is compiled in the forward and in the
+Compile inside the checkpoint (torchtitan wraps the other way round): a block may have a graph break (a Triton mixer
+whose kernels are not torch ops, below), and Dynamo cannot compile a checkpointed region with a break in it, so
+compiling the checkpoint wrapper would leave the whole block eager; a compiled block inside an eager checkpoint is compiled in the forward and in the
 recomputation alike.
 
 Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
