@@ -10,9 +10,9 @@
 #                full forward for every architecture; then bench_attention.py (SWA vs SDPA/cuDNN, SSD vs mamba_ssm)
 #   lean         pytest -m gpu on the memory-lean parts: RMSNorm and SwiGLU kernels, the SSD's lean backward, the
 #                gated delta rule's recompute_states (~2 min)
-#   ops          the kernels as torch.ops.gdn custom ops: opcheck on the device, the SSD / selective scan / decode GPU
-#                tests through the ops, then check_torch_ops.py (graph breaks, inductor vs eager, kernel runs under
-#                op-level checkpointing, step ms for GDN, Mamba2 and Mamba1 blocks) (~5 min)
+#   ops          the kernels as torch.ops.gdn custom ops: opcheck on the device (~4 min), then check_torch_ops.py
+#                (graph breaks, inductor vs eager, kernel runs under op-level checkpointing, step ms for GDN, Mamba2
+#                and Mamba1 blocks; ~4 min). The kernels' GPU tests call them through the ops: parts scan, mixers.
 #   all          tests + bench (over the limit of one call: for a machine without that limit)
 # Run from the repository root; wheels of pytest, einops and FLA in .whl-gdn/ (BENCHMARKS.md).
 # Logs go to $OUT (or ./gpu_logs when OUT is unset).
@@ -48,8 +48,6 @@ if [[ $part == lean ]]; then
 fi
 if [[ $part == ops ]]; then
     python3 -m pytest -q -s -p no:cacheprovider tests/kernels/test_torch_ops.py 2>&1 | tee "$LOGS/gpu_ops.log" || status=1
-    python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/kernels/test_ssd.py tests/kernels/test_selective_scan_triton.py \
-        tests/models/test_mamba1.py tests/models/test_decode_gpu.py 2>&1 | tee -a "$LOGS/gpu_ops.log" || status=1
     python3 benchmarks/check_torch_ops.py 2>&1 | tee -a "$LOGS/gpu_ops.log" || status=1
 fi
 if [[ $part == bench || $part == all ]]; then
