@@ -145,10 +145,10 @@ def ssd_rows(device, smoke):
 def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     """Median ms of each stage of chunk_ssd (the functions ChunkSSD calls, in its order) at the benchmark shape."""
     from gdn.kernels.gated_delta._common import chunk_layout
-    from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
+    from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qk_grouped, output_forward
     from gdn.kernels.gated_delta._state import state_backward, state_forward
     from gdn.kernels.ssd._cumsum import chunk_local_cumsum
-    from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values, sum_over_groups
+    from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
 
     Bsz, T, H, P, N = shape
     gen = torch.Generator(device=device).manual_seed(0)
@@ -174,11 +174,10 @@ def ssd_breakdown(device, shape=(4, 4096, 64, 64, 128)) -> None:
     dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
     stages["state_backward"] = bench(lambda: state_backward(q, k, None, gc, do, dv_intra, None, 1.0, False, layout))
     dh, dv, _ = state_backward(q, k, None, gc, do, dv_intra, None, 1.0, False, layout)
-    stages["output_backward_qkw"] = bench(lambda: output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout))
-    dq = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)[0]
+    stages["output_backward_qk_grouped (dC, dB summed over heads)"] = bench(
+        lambda: output_backward_qk_grouped(q, k, v, h, dh, gc, do, 1.0, layout))
     stages["dx, ddt, dD (fused)"] = bench(lambda: ssd_elementwise_backward(x, dt, D, do.view(x.shape), dv))
     stages["dg: reverse chunk-local cumsum (Triton)"] = bench(lambda: chunk_local_cumsum(gc, layout, reverse=True))
-    stages["dB, dC: sum over heads (x2)"] = bench(lambda: [sum_over_groups(dq, 1, q.dtype) for _ in range(2)])
     print(f"\nSSD stage breakdown, {Bsz} x {T}, {H} heads x {P}, d_state {N}, 1 group (ms, median; the backward "
           "rebuilds V and the states too: add those forward stages once more)\n")
     print("| stage | ms |\n|---|---|")

@@ -108,7 +108,8 @@ def main(argv=None) -> int:
         for has_w in (True, False):
             for name, key, attr, pointers, consts, warps in kernels(H, K, V, has_w):
                 extra = {k: eval(expr, {}, consts) for k, expr in (s.split("=") for s in args.same)}
-                base = compiled(getattr(old[key], attr), pointers, consts, warps)
+                # both sides get the --same values: compiled() passes each kernel only the arguments it has
+                base = compiled(getattr(old[key], attr), pointers, {**consts, **extra}, warps)
                 here = compiled(getattr(new[key], attr), pointers, {**consts, **extra}, warps)
                 same = [base[0] == here[0], base[1] == here[1]]
                 differing += not all(same)

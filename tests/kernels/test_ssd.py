@@ -144,14 +144,11 @@ def test_triton_chunk_local_cumsum_restarts_at_every_chunk_and_sequence(nan_fill
     assert relative_error(dg.double().cpu(), want_dg) < 1e-6
 
 
-@pytest.mark.parametrize("heads,groups", [(6, 2), (6, 6), (4, 1)])
-def test_triton_sum_over_groups_adds_each_groups_consecutive_heads(nan_filled_buffers, heads, groups):
-    from gdn.kernels.ssd._elementwise import sum_over_groups
-
-    per_head = torch.randn(37, heads, 20, dtype=torch.float64)  # 20: not a power of two
-    got = sum_over_groups(per_head.float().to(DEVICE), groups, torch.float32)
-    want = per_head.view(37, groups, heads // groups, 20).sum(2)
-    assert relative_error(got.double().cpu(), want) < 1e-6
+@pytest.mark.parametrize("heads,groups", [(6, 2), (16, 1)])
+def test_triton_sums_a_groups_heads_over_several_programs(nan_filled_buffers, heads, groups):
+    # dB, dC are summed over each group's heads a few heads per program (at most 8): 3 programs of 1 head per group
+    # at (6, 2), 2 programs of 8 at (16, 1), their partial sums added after
+    triton_matches_reference(random_inputs(70, H=heads, P=16, G=groups, N=16, num_states=1), tolerance=1e-5)
 
 
 @pytest.mark.parametrize("T", [1, 65, 130])

@@ -15,6 +15,8 @@ The last line follows from every gc entering as a difference gc_i - gc_j, or as 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -101,16 +103,12 @@ def output_backward_dv_kernel(
 
 
 @triton.jit
-def output_backward_qkw_kernel(
-    q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr,
-    dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out: [T, H, K] x3 (dk fp32, dw if HAS_W), [NK, T, H] fp32 per K tile
-    cu_seqlens_ptr, chunk_index_ptr, scale,
-    T, H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+def _head_gradients(
+    q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr, rows, valid, ck, i_c, i_h, scale,
+    H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, HAS_W: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    i_k, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
-    ck = i_k * BK + tl.arange(0, BK)
+    """dq, dk, dw (zeros without W) [BT, BK] fp32 and dgc [BT] of value head i_h over one chunk and K tile ck."""
     dtype = k_ptr.dtype.element_ty
     dq_inter = tl.zeros((BT, BK), dtype=tl.float32)
     dk_state = tl.zeros((BT, BK), dtype=tl.float32)
@@ -139,7 +137,6 @@ def output_backward_qkw_kernel(
     k_mask = valid[:, None] & (ck < K)
     q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
     k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
-    grad_offs = (rows[:, None] * H + i_h) * K + ck[None, :]  # dq, dk, dw: one per head
     gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
     last = tl.max(tl.where(valid, rows, 0))
     gl = tl.load(gc_ptr + last * H + i_h)
@@ -150,11 +147,58 @@ def output_backward_qkw_kernel(
     k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
     dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
     dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
+    return dq, dk, dw, dgc
+
+
+@triton.jit
+def output_backward_qkw_kernel(
+    q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr,
+    dq_ptr, dk_ptr, dw_ptr, dgc_ptr,  # out: [T, H, K] x3 (dk fp32, dw if HAS_W), [NK, T, H] fp32 per K tile
+    cu_seqlens_ptr, chunk_index_ptr, scale,
+    T, H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, HAS_W: tl.constexpr, PRECISION: tl.constexpr,
+):
+    i_k, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    ck = i_k * BK + tl.arange(0, BK)
+    dq, dk, dw, dgc = _head_gradients(q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr, rows, valid,
+                                      ck, i_c, i_h, scale, H, QK_H, K, V, BT, BK, BV, HAS_W, PRECISION)
+    grad_offs = (rows[:, None] * H + i_h) * K + ck[None, :]  # dq, dk, dw: one per head
+    k_mask = valid[:, None] & (ck < K)
     tl.store(dq_ptr + grad_offs, dq.to(dq_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dk_ptr + grad_offs, dk, mask=k_mask)
     if HAS_W:
         tl.store(dw_ptr + grad_offs, dw.to(dw_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
+
+
+@triton.jit
+def output_backward_qk_grouped_kernel(
+    q_ptr, k_ptr, v_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr,
+    dq_ptr, dk_ptr, dgc_ptr,  # out: [SPLITS, T, QK_H, K] fp32 x2 (sums over a program's heads), [NK, T, H] fp32
+    cu_seqlens_ptr, chunk_index_ptr, scale,
+    T, H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, HEADS: tl.constexpr, PRECISION: tl.constexpr,
+):
+    # program (i_k, i_c, group x split): HEADS consecutive value heads of one q/k group, their dq, dk summed here
+    i_k, i_c, i_gs = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    SPLITS: tl.constexpr = H // QK_H // HEADS
+    i_g, i_s = i_gs // SPLITS, i_gs % SPLITS
+    rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
+    ck = i_k * BK + tl.arange(0, BK)
+    dq_sum = tl.zeros((BT, BK), dtype=tl.float32)
+    dk_sum = tl.zeros((BT, BK), dtype=tl.float32)
+    for j in range(HEADS):
+        i_h = (i_g * SPLITS + i_s) * HEADS + j
+        dq, dk, _, dgc = _head_gradients(q_ptr, k_ptr, v_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, do_ptr, rows, valid, ck,
+                                         i_c, i_h, scale, H, QK_H, K, V, BT, BK, BV, False, PRECISION)
+        dq_sum += dq
+        dk_sum += dk
+        tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
+    grad_offs = ((i_s * T + rows[:, None]) * QK_H + i_g) * K + ck[None, :]
+    k_mask = valid[:, None] & (ck < K)
+    tl.store(dq_ptr + grad_offs, dq_sum, mask=k_mask)
+    tl.store(dk_ptr + grad_offs, dk_sum, mask=k_mask)
 
 
 def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
@@ -204,3 +248,27 @@ def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w:
         PRECISION=dot_precision(q.dtype), num_warps=8,
     )
     return dq, dk, dw, dgc.sum(0)
+
+
+_GROUPED_HEADS = 8  # value heads per program in output_backward_qk_grouped (at most; a divisor of H / QK_H)
+
+
+def output_backward_qk_grouped(q, k, v, h, dh, gc, do, scale: float, layout: ChunkLayout):
+    """Without W, for q, k shared by groups of heads (the SSD's C, B): -> dq, dk [T, QK_H, K] in q's dtype, summed
+    over each group's heads in fp32, and dgc [T, H] fp32. A program sums a few heads' dq, dk before writing, so
+    the per-head [T, H, K] gradients of output_backward_qkw are never written."""
+    total, QK_H, K = q.shape
+    H, V = do.shape[1:]
+    heads = math.gcd(H // QK_H, _GROUPED_HEADS)
+    splits = H // QK_H // heads
+    BK = tile_width(K, 128)
+    n_k = triton.cdiv(K, BK)
+    dq = new_buffer((splits, total, QK_H, K), torch.float32, q.device)
+    dk = new_buffer((splits, total, QK_H, K), torch.float32, q.device)
+    dgc = new_buffer((n_k, total, H), torch.float32, q.device)
+    output_backward_qk_grouped_kernel[(n_k, layout.num_chunks, QK_H * splits)](
+        q, k, v, h, dh, gc, do, dq, dk, dgc, layout.cu_seqlens, layout.chunk_index, scale,
+        total, H=H, QK_H=QK_H, K=K, V=V, BT=CHUNK, BK=BK, BV=tile_width(V, 64), HEADS=heads,
+        PRECISION=dot_precision(q.dtype), num_warps=8,
+    )
+    return dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dgc.sum(0)

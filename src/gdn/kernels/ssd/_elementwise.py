@@ -94,26 +94,3 @@ def ssd_elementwise_backward(x, dt, D, dy, dv):
     _backward_kernel[grid](x, dt, x if D is None else D, dy, dv, dx, ddt, ddt if sD is None else sD, R, H, P,
                            HAS_D=D is not None, **blocks)
     return dx, ddt, None if sD is None else sD.reshape(-1, H).sum(0)
-
-
-@triton.jit
-def _sum_over_groups_kernel(x_ptr, y_ptr, R, N, HEADS_PER_GROUP: tl.constexpr, BLOCK_R: tl.constexpr,
-                            BLOCK_P: tl.constexpr):
-    # rows r = (token, group) of y; x row r * HEADS_PER_GROUP + j is head j of that group (heads are consecutive)
-    rows, offs, mask = _tile(tl.program_id(0), R, N, BLOCK_R, BLOCK_P)
-    cols = tl.arange(0, BLOCK_P)
-    total = tl.zeros((BLOCK_R, BLOCK_P), dtype=tl.float32)
-    for j in range(HEADS_PER_GROUP):
-        x_offs = (rows.to(tl.int64) * HEADS_PER_GROUP + j)[:, None] * N + cols[None, :]
-        total += tl.load(x_ptr + x_offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + offs, total.to(y_ptr.dtype.element_ty), mask=mask)
-
-
-def sum_over_groups(t: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
-    """[tokens, H, N] per-head gradients -> [tokens, G, N] in `dtype`, summed over each group's H / G consecutive
-    heads in fp32 (one read of t, one write)."""
-    tokens, H, N = t.shape
-    y = new_buffer((tokens, groups, N), dtype, t.device)
-    grid, blocks = _launch(tokens * groups, N)
-    _sum_over_groups_kernel[grid](t.contiguous(), y, tokens * groups, N, HEADS_PER_GROUP=H // groups, **blocks)
-    return y

@@ -8,8 +8,8 @@ The SSD is scalar-decay linear attention with q = C, k = B, v = dt o x and log d
     5. y = O + D x                                                                       _elementwise.py
 The custom op gdn::chunk_ssd_fwd runs steps 1-5, gdn::chunk_ssd_bwd their backward (the element-wise parts of
 which are one fused pass). B and C stay per group: the chunk kernels read head h's from group h // (H / G) (their
-QK_H argument), so they are never copied to every head; only dB and dC come per head from the kernels and are
-summed over each group's heads (_elementwise.py).
+QK_H argument), so they are never copied to every head, and the output backward sums dB and dC over a group's
+heads as it goes (output_backward_qk_grouped: a few heads per program, never a per-head [tokens, H, N] gradient).
 What the backward keeps is lean: x, dt, D, g and B, C per group; gc, V and the per-chunk states are rebuilt (at
 Mamba2-1.3B's 64 heads and d_state 128: 56 KB less per token and layer than keeping per-head B/C, V and the
 states).
@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 
 from gdn.kernels.gated_delta._common import chunk_layout
-from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
+from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qk_grouped, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
 from gdn.kernels.ssd._cumsum import chunk_local_cumsum
-from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values, sum_over_groups
+from gdn.kernels.ssd._elementwise import ssd_elementwise_backward, ssd_skip, ssd_values
 from gdn.kernels.ssd.reference import check_groups
 
 
@@ -69,7 +69,7 @@ def chunk_ssd_bwd(
     d_final: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> dx, ddt, dD, dq, dk (per group), dg, dh0 (dD, dh0 empty without D, initial_state)."""
-    (batch, T, H, P), G = x.shape, q.shape[1]
+    batch, T, H, P = x.shape
     layout = _layout(x, cu_seqlens)
     gc = chunk_local_cumsum(g, layout)  # rebuilt, as are V and the states
     v = ssd_values(x, dt).view(batch * T, H, P)
@@ -78,13 +78,12 @@ def chunk_ssd_bwd(
     d_final = d_final.float().contiguous() if d_final is not None else None
     dv_intra = output_backward_dv(q, k, gc, do, 1.0, layout)
     dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
-    dq, dk, _, dgc = output_backward_qkw(q, k, v, h, dh, gc, do, dv, 1.0, False, layout)
+    dq, dk, dgc = output_backward_qk_grouped(q, k, v, h, dh, gc, do, 1.0, layout)  # dC, dB per group
     dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
     def empty():  # a new one each time: an op's outputs may not alias each other
         return x.new_empty(EMPTY, dtype=torch.float32)
 
-    return (dx, ddt, empty() if D is None else dD.to(D.dtype), sum_over_groups(dq, G, q.dtype),
-            sum_over_groups(dk, G, k.dtype), chunk_local_cumsum(dgc, layout, reverse=True),
+    return (dx, ddt, empty() if D is None else dD.to(D.dtype), dq, dk, chunk_local_cumsum(dgc, layout, reverse=True),
             empty() if dh0 is None else dh0)
 
 
