@@ -12,6 +12,8 @@ chunk's end state S' = exp(gl) S + (exp(gl - gc) o K)^T V_new and dV_new from th
     dW = -dV_new S^T                                           (delta rule only)
     dgc_i = q_i . dq_i - k_i . dk_i   (+ exp(gl) <S, dS> + sum_j k_j . dK_state_j at the chunk's last row)
 The last line follows from every gc entering as a difference gc_i - gc_j, or as gl - gc_j for the state.
+With Q, K shared by a group of heads (the SSD), dP K and dP^T Q are linear in dP: one product with the heads' dP
+summed, and the per-head dgc terms q_i . (dP K)_i, k_i . (dP^T Q)_i are the row and column sums of dP o Q K^T.
 """
 from __future__ import annotations
 
@@ -103,13 +105,13 @@ def output_backward_dv_kernel(
 
 
 @triton.jit
-def _head_gradients(
-    q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr, rows, valid, ck, i_c, i_h, scale,
-    H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, HAS_W: tl.constexpr, PRECISION: tl.constexpr,
+def _state_products(
+    v_new_ptr, h_ptr, dh_ptr, do_ptr, dv_new_ptr, rows, valid, ck, i_c, i_h,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_W: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """dq, dk, dw (zeros without W) [BT, BK] fp32 and dgc [BT] of value head i_h over one chunk and K tile ck."""
-    dtype = k_ptr.dtype.element_ty
+    """Value head i_h over one chunk and K tile ck, summed over V: dO S^T, V_new dS^T, -dV_new S^T (zeros without W)
+    [BT, BK], dO V_new^T [BT, BT] (all fp32) and <S, dS>."""
     dq_inter = tl.zeros((BT, BK), dtype=tl.float32)
     dk_state = tl.zeros((BT, BK), dtype=tl.float32)
     dw = tl.zeros((BT, BK), dtype=tl.float32)
@@ -132,22 +134,7 @@ def _head_gradients(
         if HAS_W:
             dv_new = tl.load(dv_new_ptr + v_offs, mask=v_mask, other=0.0)
             dw -= tl.dot(dv_new, tl.trans(s), input_precision=PRECISION)
-
-    k_offs = (rows[:, None] * QK_H + qk_head(i_h, H, QK_H)) * K + ck[None, :]
-    k_mask = valid[:, None] & (ck < K)
-    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
-    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
-    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
-    last = tl.max(tl.where(valid, rows, 0))
-    gl = tl.load(gc_ptr + last * H + i_h)
-    dp = (dp * causal_decay(gc, valid, BT) * scale).to(dtype)
-    dq = dq_inter * (scale * tl.exp(gc))[:, None] + tl.dot(dp, k, input_precision=PRECISION)
-    dk_state *= tl.where(valid, tl.exp(gl - gc), 0.0)[:, None]
-    dk = dk_state + tl.dot(tl.trans(dp), q, input_precision=PRECISION)
-    k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
-    dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
-    dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
-    return dq, dk, dw, dgc
+    return dq_inter, dk_state, dw, dp, s_ds
 
 
 @triton.jit
@@ -161,10 +148,25 @@ def output_backward_qkw_kernel(
     i_k, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
     ck = i_k * BK + tl.arange(0, BK)
-    dq, dk, dw, dgc = _head_gradients(q_ptr, k_ptr, v_new_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, dv_new_ptr, rows, valid,
-                                      ck, i_c, i_h, scale, H, QK_H, K, V, BT, BK, BV, HAS_W, PRECISION)
-    grad_offs = (rows[:, None] * H + i_h) * K + ck[None, :]  # dq, dk, dw: one per head
+    dtype = k_ptr.dtype.element_ty
+    dq_inter, dk_state, dw, dp, s_ds = _state_products(v_new_ptr, h_ptr, dh_ptr, do_ptr, dv_new_ptr, rows, valid, ck,
+                                                       i_c, i_h, H, K, V, BT, BK, BV, HAS_W, PRECISION)
+
+    k_offs = (rows[:, None] * QK_H + qk_head(i_h, H, QK_H)) * K + ck[None, :]
     k_mask = valid[:, None] & (ck < K)
+    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
+    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+    grad_offs = (rows[:, None] * H + i_h) * K + ck[None, :]  # dq, dk, dw: one per head
+    gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+    last = tl.max(tl.where(valid, rows, 0))
+    gl = tl.load(gc_ptr + last * H + i_h)
+    dp = (dp * causal_decay(gc, valid, BT) * scale).to(dtype)
+    dq = dq_inter * (scale * tl.exp(gc))[:, None] + tl.dot(dp, k, input_precision=PRECISION)
+    dk_state *= tl.where(valid, tl.exp(gl - gc), 0.0)[:, None]
+    dk = dk_state + tl.dot(tl.trans(dp), q, input_precision=PRECISION)
+    k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
+    dgc = tl.sum(q.to(tl.float32) * dq, 1) - tl.sum(k.to(tl.float32) * dk, 1)
+    dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
     tl.store(dq_ptr + grad_offs, dq.to(dq_ptr.dtype.element_ty), mask=k_mask)
     tl.store(dk_ptr + grad_offs, dk, mask=k_mask)
     if HAS_W:
@@ -180,25 +182,46 @@ def output_backward_qk_grouped_kernel(
     T, H: tl.constexpr, QK_H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, HEADS: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    # program (i_k, i_c, group x split): HEADS consecutive value heads of one q/k group, their dq, dk summed here
+    # Program (i_k, i_c, group x split): HEADS consecutive value heads sharing one q, k. Their dP K and dP^T Q terms
+    # are one product each with the heads' dP summed, and q_i . (dP K)_i = rowsum(dP o A)_i, k_i . (dP^T Q)_i =
+    # colsum(dP o A)_i with A = Q K^T give each head's dgc without its own dq, dk.
     i_k, i_c, i_gs = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     SPLITS: tl.constexpr = H // QK_H // HEADS
     i_g, i_s = i_gs // SPLITS, i_gs % SPLITS
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
     ck = i_k * BK + tl.arange(0, BK)
-    dq_sum = tl.zeros((BT, BK), dtype=tl.float32)
-    dk_sum = tl.zeros((BT, BK), dtype=tl.float32)
+    k_offs = (rows[:, None] * QK_H + i_g) * K + ck[None, :]
+    k_mask = valid[:, None] & (ck < K)
+    q = tl.load(q_ptr + k_offs, mask=k_mask, other=0.0)
+    k = tl.load(k_ptr + k_offs, mask=k_mask, other=0.0)
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # A over this K tile (dgc adds up over tiles)
+    last = tl.max(tl.where(valid, rows, 0))
+    dq = tl.zeros((BT, BK), dtype=tl.float32)
+    dk = tl.zeros((BT, BK), dtype=tl.float32)
+    dp_sum = tl.zeros((BT, BT), dtype=tl.float32)
     for j in range(HEADS):
         i_h = (i_g * SPLITS + i_s) * HEADS + j
-        dq, dk, _, dgc = _head_gradients(q_ptr, k_ptr, v_ptr, h_ptr, dh_ptr, gc_ptr, do_ptr, do_ptr, rows, valid, ck,
-                                         i_c, i_h, scale, H, QK_H, K, V, BT, BK, BV, False, PRECISION)
-        dq_sum += dq
-        dk_sum += dk
+        dq_inter, dk_state, _, dp, s_ds = _state_products(v_ptr, h_ptr, dh_ptr, do_ptr, do_ptr, rows, valid, ck, i_c,
+                                                          i_h, H, K, V, BT, BK, BV, False, PRECISION)
+        gc = tl.load(gc_ptr + rows * H + i_h, mask=valid, other=0.0)
+        gl = tl.load(gc_ptr + last * H + i_h)
+        dp = dp * causal_decay(gc, valid, BT) * scale
+        dq_inter *= (scale * tl.exp(gc))[:, None]
+        dk_state *= tl.where(valid, tl.exp(gl - gc), 0.0)[:, None]
+        dp_a = dp * qk
+        k_dk_state = tl.sum(k.to(tl.float32) * dk_state, 1)
+        dgc = tl.sum(q.to(tl.float32) * dq_inter, 1) + tl.sum(dp_a, 1) - k_dk_state - tl.sum(dp_a, 0)
+        dgc += tl.where(rows == last, tl.exp(gl) * s_ds + tl.sum(k_dk_state), 0.0)
         tl.store(dgc_ptr + (i_k * T + rows) * H + i_h, dgc, mask=valid)
+        dq += dq_inter
+        dk += dk_state
+        dp_sum += dp
+    dp_sum = dp_sum.to(k_ptr.dtype.element_ty)
+    dq += tl.dot(dp_sum, k, input_precision=PRECISION)
+    dk += tl.dot(tl.trans(dp_sum), q, input_precision=PRECISION)
     grad_offs = ((i_s * T + rows[:, None]) * QK_H + i_g) * K + ck[None, :]
-    k_mask = valid[:, None] & (ck < K)
-    tl.store(dq_ptr + grad_offs, dq_sum, mask=k_mask)
-    tl.store(dk_ptr + grad_offs, dk_sum, mask=k_mask)
+    tl.store(dq_ptr + grad_offs, dq, mask=k_mask)
+    tl.store(dk_ptr + grad_offs, dk, mask=k_mask)
 
 
 def output_forward(q, k, v_new, h, gc, scale: float, layout: ChunkLayout):
@@ -250,13 +273,13 @@ def output_backward_qkw(q, k, v_new, h, dh, gc, do, dv_new, scale: float, has_w:
     return dq, dk, dw, dgc.sum(0)
 
 
-_GROUPED_HEADS = 8  # value heads per program in output_backward_qk_grouped (at most; a divisor of H / QK_H)
+_GROUPED_HEADS = 16  # value heads per program in output_backward_qk_grouped (at most; a divisor of H / QK_H)
 
 
 def output_backward_qk_grouped(q, k, v, h, dh, gc, do, scale: float, layout: ChunkLayout):
-    """Without W, for q, k shared by groups of heads (the SSD's C, B): -> dq, dk [T, QK_H, K] in q's dtype, summed
-    over each group's heads in fp32, and dgc [T, H] fp32. A program sums a few heads' dq, dk before writing, so
-    the per-head [T, H, K] gradients of output_backward_qkw are never written."""
+    """Without W, for q, k shared by groups of heads (the SSD's C, B): -> dq, dk [T, QK_H, K] in q's dtype (each
+    group's heads summed in fp32) and dgc [T, H] fp32. A program takes up to _GROUPED_HEADS heads of one group: the
+    per-head [T, H, K] gradients of output_backward_qkw are never formed, and dP K, dP^T Q are one product each."""
     total, QK_H, K = q.shape
     H, V = do.shape[1:]
     heads = math.gcd(H // QK_H, _GROUPED_HEADS)
@@ -269,6 +292,6 @@ def output_backward_qk_grouped(q, k, v, h, dh, gc, do, scale: float, layout: Chu
     output_backward_qk_grouped_kernel[(n_k, layout.num_chunks, QK_H * splits)](
         q, k, v, h, dh, gc, do, dq, dk, dgc, layout.cu_seqlens, layout.chunk_index, scale,
         total, H=H, QK_H=QK_H, K=K, V=V, BT=CHUNK, BK=BK, BV=tile_width(V, 64), HEADS=heads,
-        PRECISION=dot_precision(q.dtype), num_warps=8,
-    )
+        PRECISION=dot_precision(q.dtype), num_warps=8, num_stages=3 if q.element_size() < 4 else 2,
+    )  # fp32 at 3 stages wants 272 KB of shared memory (an H100 has 227 KB)
     return dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dgc.sum(0)
