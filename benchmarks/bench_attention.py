@@ -1,7 +1,7 @@
 """Our sliding-window attention (FlexAttention with the cached block mask) and our Triton SSD on one GPU, beside the
 alternatives and the figures of anchors-measured.md (H100, torch 2.11, Triton 3.6).
 
-    python benchmarks/bench_attention.py            # SWA 4 x 4096 x 18 x 128, window 2048; SSD 4 x 4096 x 64 x 64, N 128
+    python benchmarks/bench_attention.py           # SWA 4 x 4096 x 18 x 128, window 2048, SSD 4 x 4096 x 64 x 64, N 128
     python benchmarks/bench_attention.py --smoke    # CPU, toy shapes, PyTorch paths (a typo check)
     python benchmarks/bench_attention.py --ssd-breakdown   # also our SSD stage by stage, forward and backward
 
