@@ -1,7 +1,7 @@
 """Graph breaks of a compiled block (torch._dynamo.explain): none for the GDN mixer on either path and for the Triton
-Mamba2 and Mamba1 mixers (their Triton kernels are torch.ops.gdn custom ops), exactly one per mixer call for a mixer kept out of
-the graph (what gdn.train.parallelize does to a mixer whose kernels are not ops); and op-level selective checkpointing
-saves the gated delta rule kernel instead of running it again."""
+Mamba2 and Mamba1 mixers (their Triton kernels are torch.ops.gdn custom ops), exactly one per mixer call for a mixer
+kept out of the graph (what gdn.train.parallelize does to a mixer whose kernels are not ops); and op-level selective
+checkpointing saves the gated delta rule kernel instead of running it again."""
 import os
 
 import torch

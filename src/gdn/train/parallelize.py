@@ -6,8 +6,8 @@
 
 Compile inside the checkpoint (torchtitan wraps the other way round): a block may have a graph break (a Triton mixer
 whose kernels are not torch ops, below), and Dynamo cannot compile a checkpointed region with a break in it, so
-compiling the checkpoint wrapper would leave the whole block eager; a compiled block inside an eager checkpoint is compiled in the forward and in the
-recomputation alike.
+compiling the checkpoint wrapper would leave the whole block eager; a compiled block inside an eager checkpoint is
+compiled in the forward and in the recomputation alike.
 
 Gradient division by FSDP is switched off: the trainer's loss is already a sum over valid tokens divided by the
 GLOBAL valid-token count, so the gradients only need summing over ranks. One process gets the same checkpointing

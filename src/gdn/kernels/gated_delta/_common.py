@@ -25,6 +25,14 @@ def new_buffer(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+EMPTY = (0,)  # the shape of an absent tensor in a custom op's signature (an op can neither take nor return None)
+
+
+def absent(like: torch.Tensor) -> torch.Tensor:
+    """An absent fp32 output of a custom op, on like's device: a new tensor each call (op outputs may not alias)."""
+    return like.new_empty(EMPTY, dtype=torch.float32)
+
+
 def interpreting() -> bool:
     return triton.knobs.runtime.interpret
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from gdn.kernels.gated_delta._common import CHUNK, check_cu_seqlens, check_inputs, chunk_layout
+from gdn.kernels.gated_delta._common import CHUNK, EMPTY, absent, check_cu_seqlens, check_inputs, chunk_layout
 from gdn.kernels.gated_delta._l2norm import l2norm_backward, l2norm_forward
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
@@ -30,7 +30,6 @@ from gdn.kernels.gated_delta._wy import wy_backward, wy_forward
 # the op's outputs is what makes saving-not-recomputing possible. Absent tensors travel as empty tensors (a custom
 # op cannot return None): the final state without output_final_state, q/k and their rstd without use_qk_l2norm
 # (then the backward uses the inputs q and k themselves; returning them would alias an input, which ops forbid).
-EMPTY = (0,)
 
 
 def chunk_rows_bound(B: int, T: int, cu_seqlens: torch.Tensor | None) -> int:
@@ -60,7 +59,7 @@ def chunk_gated_delta_rule_fwd(
     g, beta = g.reshape(B * T, H).contiguous(), beta.reshape(B * T, H).contiguous()
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     q_n, k_n = q.new_empty(EMPTY), k.new_empty(EMPTY)  # separate tensors: op outputs may not alias each other
-    q_rstd, k_rstd = (x.new_empty(EMPTY, dtype=torch.float32) for x in (q, k))
+    q_rstd, k_rstd = absent(q), absent(k)
     if use_qk_l2norm:
         q_n, q_rstd = l2norm_forward(q)
         k_n, k_rstd = l2norm_forward(k)
@@ -69,7 +68,7 @@ def chunk_gated_delta_rule_fwd(
     h_rows = chunk_rows_bound(B, T, cu_seqlens)
     h, v_new, final = state_forward(k, w, u, gc, h0, output_final_state, layout, h_rows)
     o = output_forward(q, k, v_new, h, gc, scale, layout)
-    final = final if final is not None else q.new_empty(EMPTY, dtype=torch.float32)
+    final = final if final is not None else absent(q)
     if recompute_states:
         gc, t, w, h, v_new = (x.new_empty(EMPTY) for x in (gc, t, w, h, v_new))
     return o.view(B, T, H, V), final, q_n, k_n, q_rstd, k_rstd, gc, t, w, h, v_new

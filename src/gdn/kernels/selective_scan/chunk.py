@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gdn.kernels.gated_delta._common import autotune, new_buffer
+from gdn.kernels.gated_delta._common import EMPTY, absent, autotune, new_buffer
 from gdn.kernels.selective_scan._common import TILE, ScanLayout, check_inputs, scan_layout, state_block
 
 
@@ -308,7 +308,6 @@ def flat_inputs(x, dt, A, B, C, D, initial_state, dt_bias):
 # block without a graph break and op-level selective checkpointing can save the scan. The forward op returns the
 # per-tile checkpoints beside y and the final state (a custom op's backward sees only its inputs and outputs); their
 # row count is scan_layout's bound, known without reading cu_seqlens. Absent tensors travel as empty ones.
-EMPTY = (0,)
 
 
 def _layout(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> ScanLayout:
@@ -330,7 +329,7 @@ def selective_scan_fwd(
     if cu_seqlens is not None:  # the slots past the last tile (the bound's slack) hold no state: zero, not garbage
         unused = torch.arange(layout.checkpoint_slots, device=x.device) >= layout.tile_offsets[-1]
         checkpoints.masked_fill_(unused[:, None, None], 0.0)
-    final = final if final is not None else x.new_empty(EMPTY, dtype=torch.float32)
+    final = final if final is not None else absent(x)
     return y.view(batch, length, channels), final, checkpoints
 
 
@@ -361,7 +360,7 @@ def selective_scan_bwd(
         _layout(x, cu_seqlens))
 
     def given(grad, like):  # the gradient in its input's dtype, or a new empty tensor (outputs may not alias)
-        return x.new_empty(EMPTY, dtype=torch.float32) if like is None else grad.to(like.dtype)
+        return absent(x) if like is None else grad.to(like.dtype)
 
     return (dx.view(x.shape), ddt.view(dt.shape), dA.to(A.dtype), dB.to(B.dtype).view(B.shape),
             dC.to(C.dtype).view(C.shape), given(dD, D), given(dh0, initial_state), given(dbias, dt_bias))
@@ -370,7 +369,7 @@ def selective_scan_bwd(
 @selective_scan_bwd.register_fake
 def _(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, dt_softplus, checkpoints, dy, d_final):
     def like(t):
-        return x.new_empty(EMPTY, dtype=torch.float32) if t is None else t.new_empty(t.shape)
+        return absent(x) if t is None else t.new_empty(t.shape)
 
     return (x.new_empty(x.shape), dt.new_empty(dt.shape), A.new_empty(A.shape), B.new_empty(B.shape),
             C.new_empty(C.shape), like(D), like(initial_state), like(dt_bias))

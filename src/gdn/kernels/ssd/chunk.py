@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta._common import chunk_layout
+from gdn.kernels.gated_delta._common import EMPTY, absent, chunk_layout
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qk_grouped, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
 from gdn.kernels.ssd._cumsum import chunk_local_cumsum
@@ -30,7 +30,6 @@ from gdn.kernels.ssd.reference import check_groups
 # torch.compile traces a Mamba2 block without a graph break and op-level selective checkpointing can save the SSD.
 # Everything the backward needs is an input of the forward op (V, gc and the states are rebuilt), so the forward
 # returns only y and the final state (empty without output_final_state: an op cannot return None).
-EMPTY = (0,)
 
 
 def _layout(x: torch.Tensor, cu_seqlens: torch.Tensor | None):
@@ -51,7 +50,7 @@ def chunk_ssd_fwd(
     h, _, final = state_forward(k, None, v, gc, initial_state, output_final_state, layout)
     o = output_forward(q, k, v, h, gc, 1.0, layout).view(x.shape)
     y = ssd_skip(o, x, D) if D is not None else o
-    return y, final if final is not None else x.new_empty(EMPTY, dtype=torch.float32)
+    return y, final if final is not None else absent(x)
 
 
 @chunk_ssd_fwd.register_fake
@@ -80,21 +79,15 @@ def chunk_ssd_bwd(
     dh, dv, dh0 = state_backward(q, k, None, gc, do, dv_intra, d_final, 1.0, initial_state is not None, layout)
     dq, dk, dgc = output_backward_qk_grouped(q, k, v, h, dh, gc, do, 1.0, layout)  # dC, dB per group
     dx, ddt, dD = ssd_elementwise_backward(x, dt, D, do, dv)
-    def empty():  # a new one each time: an op's outputs may not alias each other
-        return x.new_empty(EMPTY, dtype=torch.float32)
-
-    return (dx, ddt, empty() if D is None else dD.to(D.dtype), dq, dk, chunk_local_cumsum(dgc, layout, reverse=True),
-            empty() if dh0 is None else dh0)
+    return (dx, ddt, absent(x) if D is None else dD.to(D.dtype), dq, dk, chunk_local_cumsum(dgc, layout, reverse=True),
+            absent(x) if dh0 is None else dh0)
 
 
 @chunk_ssd_bwd.register_fake
 def _(x, dt, D, q, k, g, initial_state, cu_seqlens, dy, d_final):
-    def empty():
-        return x.new_empty(EMPTY, dtype=torch.float32)
-
-    return (x.new_empty(x.shape), dt.new_empty(dt.shape), empty() if D is None else D.new_empty(D.shape),
+    return (x.new_empty(x.shape), dt.new_empty(dt.shape), absent(x) if D is None else D.new_empty(D.shape),
             q.new_empty(q.shape), k.new_empty(k.shape), g.new_empty(g.shape),
-            empty() if initial_state is None else initial_state.new_empty(initial_state.shape, dtype=torch.float32))
+            absent(x) if initial_state is None else initial_state.new_empty(initial_state.shape, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs, output):
