@@ -37,18 +37,27 @@ def interpreting() -> bool:
     return triton.knobs.runtime.interpret
 
 
-def _make_interpreter_bf16_match_the_gpu() -> None:
-    """Two bf16 faults of Triton's CPU interpreter (3.9), patched so CPU tests measure what the GPU computes:
+def _make_interpreter_match_the_gpu() -> None:
+    """Three faults of Triton's CPU interpreter (3.9), patched so CPU tests measure what the GPU computes:
     dot multiplies bf16 operands as their raw uint16 bits (upcast them to fp32 first: exact, and what bf16
-    products with fp32 accumulation give), and fp32 -> bf16 casts truncate (the GPU rounds to nearest even)."""
+    products with fp32 accumulation give); a "tf32" dot of fp32 operands is computed in full fp32 (the GPU's
+    tensor cores round each operand to tf32's 10-bit mantissa first: round them so here too); and fp32 -> bf16
+    casts truncate (the GPU rounds to nearest even)."""
     import numpy as np
     from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
 
     create_dot, cast_impl = InterpreterBuilder.create_dot, InterpreterBuilder.cast_impl
 
-    def upcasting_create_dot(self, a, b, d, *args):
+    def to_tf32(x):
+        bits = np.ascontiguousarray(x.data, dtype=np.float32).view(np.uint32)
+        rounded = ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # nearest, ties away
+        return TensorHandle(rounded, tl.float32)
+
+    def upcasting_create_dot(self, a, b, d, input_precision, *args):
         a, b = (cast_impl(self, x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
-        return create_dot(self, a, b, d, *args)
+        if input_precision.name == "TF32":
+            a, b = (to_tf32(x) if x.dtype.scalar == tl.float32 else x for x in (a, b))
+        return create_dot(self, a, b, d, input_precision, *args)
 
     def rounding_cast_impl(self, src, dst_type):
         if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
@@ -61,7 +70,7 @@ def _make_interpreter_bf16_match_the_gpu() -> None:
 
 
 if interpreting():
-    _make_interpreter_bf16_match_the_gpu()
+    _make_interpreter_match_the_gpu()
 
 
 def autotune(configs: list[triton.Config], key: list[str]):
@@ -72,6 +81,22 @@ def autotune(configs: list[triton.Config], key: list[str]):
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 inputs get true fp32 products (the fp32 path is the accurate one); half inputs use tensor cores."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def fp32_dot_precision(dtype: torch.dtype) -> str:
+    """For products of fp32 intermediates whose errors the math amplifies (the UT inverse of an ill-conditioned
+    I + A, dA = -T^T dT T^T, whose row and column sums cancel in dg): tf32 would round every operand to 10 bits
+    (dg off by 7-9% of float64 on an H200 in bf16 and fp16 with positive keys); tf32x3 splits each operand in two
+    tf32 halves, about fp32's accuracy on the tensor cores. fp32 inputs keep true fp32 products."""
+    return "ieee" if dtype == torch.float32 else "tf32x3"
+
+
+# Per-token log decays are floored here before the chunked kernels see them. Their chunk-local cumulative sums gc
+# are fp32, and a hard reset (g = -1e4) would put every later gc of its chunk near -1e4, where fp32's spacing is
+# 1e-3: the weak decays after it, exp(gc_i - gc_j), would lose about that much. exp(-20) = 2e-9 is already a reset
+# (the state's share of the next token is below fp32's resolution), and a chunk's gc then stays above -1280. The
+# gradient of a floored g is 0, where the exact one is exp(g) times a bounded factor: below 2e-9 of it.
+LOG_DECAY_FLOOR = -20.0
 
 
 def pow2_at_least_16(n: int) -> int:
@@ -132,6 +157,22 @@ def qk_head(i_h, H: tl.constexpr, QK_H: tl.constexpr):
         return i_h
     else:
         return i_h // (H // QK_H)
+
+
+@triton.jit
+def decay_matrix(gc, valid, STRICT: tl.constexpr, BT: tl.constexpr):
+    """M_ij = exp(gc_i - gc_j) for j <= i (j < i if STRICT) with row i inside the sequence, else 0.
+
+    gc is a cumulative sum of log decays <= 0, so gc_i - gc_j <= 0 wherever M is kept: exp never sees a positive
+    argument. Rows past the sequence's end load gc = 0, where gc_i - gc_j = -gc_j > 0 would overflow under strong
+    decay (then inf * 0 = NaN in every product that touches the row): their exponents are masked before the exp,
+    not after. Valid rows are a prefix of the chunk, so a valid row i has valid columns j <= i."""
+    rt = tl.arange(0, BT)
+    if STRICT:
+        kept = (rt[:, None] > rt[None, :]) & valid[:, None]
+    else:
+        kept = (rt[:, None] >= rt[None, :]) & valid[:, None]
+    return tl.where(kept, tl.exp(tl.where(kept, gc[:, None] - gc[None, :], 0.0)), 0.0)
 
 
 @triton.jit

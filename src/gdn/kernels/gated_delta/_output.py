@@ -27,6 +27,7 @@ from gdn.kernels.gated_delta._common import (
     CHUNK,
     ChunkLayout,
     chunk_rows,
+    decay_matrix,
     dot_precision,
     new_buffer,
     qk_head,
@@ -38,10 +39,10 @@ _OUTPUT_BV = 128  # V tile of the output kernels (4 warps); measured best on an 
 
 @triton.jit
 def causal_decay(gc, valid, BT: tl.constexpr):
-    """M_ij = exp(gc_i - gc_j) for j <= i inside the sequence, else 0 (the exponent is masked first: no overflow)."""
-    rt = tl.arange(0, BT)
-    causal = (rt[:, None] >= rt[None, :]) & valid[None, :]
-    return tl.where(causal, tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
+    """M_ij = exp(gc_i - gc_j) for j <= i inside the sequence, else 0 (decay_matrix says why it cannot overflow).
+    The other exponents of these kernels: exp(gc) and exp(gl - gc) with gl the chunk's last gc: their arguments are
+    <= 0 on the sequence's rows; rows past its end load gc = 0, where they are exp(0) and exp(gl) <= 1."""
+    return decay_matrix(gc, valid, False, BT)
 
 
 @triton.jit

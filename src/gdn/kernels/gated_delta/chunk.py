@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from gdn.kernels.gated_delta._common import CHUNK, EMPTY, absent, check_cu_seqlens, check_inputs, chunk_layout
+from gdn.kernels.gated_delta._common import (
+    CHUNK, EMPTY, LOG_DECAY_FLOOR, absent, check_cu_seqlens, check_inputs, chunk_layout,
+)
 from gdn.kernels.gated_delta._l2norm import l2norm_backward, l2norm_forward
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
@@ -191,6 +193,7 @@ def chunk_gated_delta_rule(
     """
     check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values=False)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    g = g.clamp_min(LOG_DECAY_FLOOR)  # _common.LOG_DECAY_FLOOR says why
     o, final, *_residuals = chunk_gated_delta_rule_fwd(
         q, k, v, g, beta, float(scale), initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
         recompute_states,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta._common import EMPTY, absent, chunk_layout
+from gdn.kernels.gated_delta._common import EMPTY, LOG_DECAY_FLOOR, absent, chunk_layout
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qk_grouped, output_forward
 from gdn.kernels.gated_delta._state import state_backward, state_forward
 from gdn.kernels.ssd._cumsum import chunk_local_cumsum
@@ -124,7 +124,7 @@ def chunk_ssd(
         raise ValueError(f"cu_seqlens needs batch size 1, got {batch}")
     N = B.shape[-1]
     dt = dt.float()
-    g = (dt * A.float()).reshape(batch * T, H)
+    g = (dt * A.float()).clamp_min(LOG_DECAY_FLOOR).reshape(batch * T, H)  # _common.LOG_DECAY_FLOOR says why
     check_groups(B.shape[2], H)
     q, k = (t.to(x.dtype).reshape(batch * T, t.shape[2], N).contiguous() for t in (C, B))
     h0 = initial_state.float().contiguous() if initial_state is not None else None
