@@ -83,14 +83,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def fp32_dot_precision(dtype: torch.dtype) -> str:
-    """For products of fp32 intermediates whose errors the math amplifies (the UT inverse of an ill-conditioned
-    I + A, dA = -T^T dT T^T, whose row and column sums cancel in dg): tf32 would round every operand to 10 bits
-    (dg off by 7-9% of float64 on an H200 in bf16 and fp16 with positive keys); tf32x3 splits each operand in two
-    tf32 halves, about fp32's accuracy on the tensor cores. fp32 inputs keep true fp32 products."""
-    return "ieee" if dtype == torch.float32 else "tf32x3"
-
-
 # Per-token log decays are floored here before the chunked kernels see them. Their chunk-local cumulative sums gc
 # are fp32, and a hard reset (g = -1e4) would put every later gc of its chunk near -1e4, where fp32's spacing is
 # 1e-3: the weak decays after it, exp(gc_i - gc_j), would lose about that much. exp(-20) = 2e-9 is already a reset

@@ -13,9 +13,12 @@ rounding (relative 2^-9 for bf16) per operand, summed in fp32, so W and U carry 
 not a growing one. The backward does the same for T^T dU, T^T dW and the dk products, but builds dT and
 dA = -T^T dT T^T from fp32 operands: dg takes dA o A through a row sum minus a column sum, which cancel largely,
 and with bf16 dT its relative error reached 2e-2 to 7.6e-2 in 3 of 5 checks on an H100 (fp32 dT: at most 1.2e-2,
-at most 1.5% slower). Those fp32 products, and the UT inverse's, take tf32x3 with half inputs, not tf32
-(fp32_dot_precision): with positive keys, as the layer's SiLU makes them, K K^T is near all-ones, I + A is
-ill-conditioned, and tf32's 10-bit operands put dg 7-9% and dbeta 3% off float64 on an H200.
+at most 1.5% slower). Open (issue 13): with half inputs these fp32 products run as tf32 on the tensor cores,
+and on FLA's test inputs (positive q, k, v; K K^T near all-ones, I + A ill-conditioned) dg lands 5-11% and dbeta
+2-5% off float64 on an H200 (Triton 3.6), while the interpreter, on the very inputs the GPU saw, is within 5e-3
+(benchmarks/stage_replay.py: only this kernel's dbeta and dg differ). ieee products fix it (dg 5.1e-3) but cost
+3.7x; Triton's tf32x3 and a hand-split 3xTF32 do not fix it, which points at the tensor-core path with transposed
+fp32 operands (trans(t), trans(k o beta Gamma)) rather than at tf32 rounding (benchmarks/wy_backward_probe.py).
 Exponents: decay_matrix masks every exp(gc_i - gc_j) to j < i inside the sequence before the exp; exp(gc) <= 1.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import triton
 import triton.language as tl
 
 from gdn.kernels.gated_delta._common import (
-    CHUNK, ChunkLayout, chunk_rows, decay_matrix, dot_precision, fp32_dot_precision, new_buffer, tile_width,
+    CHUNK, ChunkLayout, chunk_rows, decay_matrix, dot_precision, new_buffer, tile_width,
 )
 
 
@@ -62,7 +65,7 @@ def wy_forward_kernel(
     gc_ptr, t_ptr, w_ptr, u_ptr,  # out: [T, H] fp32, [T, H, BT] fp32, [T, H, K], [T, H, V]
     cu_seqlens_ptr, chunk_index_ptr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr, F32_PRECISION: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
@@ -77,7 +80,7 @@ def wy_forward_kernel(
         kb = tl.load(k_ptr + (rows[:, None] * H + i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), other=0.0)
         kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
     a = beta[:, None] * decay_matrix(gc, valid, True, BT) * kk
-    t = unit_lower_inverse(a, BT, F32_PRECISION)
+    t = unit_lower_inverse(a, BT, PRECISION)
     tl.store(t_ptr + (rows[:, None] * H + i_h) * BT + rt[None, :], t, mask=valid[:, None])
 
     t_in = t.to(k_ptr.dtype.element_ty)
@@ -106,7 +109,7 @@ def wy_backward_kernel(
     dk_ptr, dv_ptr, dbeta_ptr, dg_ptr,  # out: [T, H, K], [T, H, V], [T, H] fp32, [T, H] fp32
     cu_seqlens_ptr, chunk_index_ptr,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr, F32_PRECISION: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     rows, valid = chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT)
@@ -128,7 +131,7 @@ def wy_backward_kernel(
         mask = valid[:, None] & (ck < K)
         kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
         dwb = tl.load(dw_ptr + offs, mask=mask, other=0.0)
-        d_t += tl.dot(dwb.to(tl.float32), tl.trans(kb * k_scale[:, None]), input_precision=F32_PRECISION)
+        d_t += tl.dot(dwb.to(tl.float32), tl.trans(kb * k_scale[:, None]), input_precision=PRECISION)
         kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
     dbeta = tl.zeros((BT,), dtype=tl.float32)
     for v0 in range(0, V, BV):
@@ -137,13 +140,13 @@ def wy_backward_kernel(
         mask = valid[:, None] & (cv < V)
         vb = tl.load(v_ptr + offs, mask=mask, other=0.0)
         dub = tl.load(du_ptr + offs, mask=mask, other=0.0)
-        d_t += tl.dot(dub.to(tl.float32), tl.trans(vb * beta[:, None]), input_precision=F32_PRECISION)
+        d_t += tl.dot(dub.to(tl.float32), tl.trans(vb * beta[:, None]), input_precision=PRECISION)
         t_du = tl.dot(t_t_in, dub, input_precision=PRECISION)
         tl.store(dv_ptr + offs, (t_du * beta[:, None]).to(dv_ptr.dtype.element_ty), mask=mask)
         dbeta += tl.sum(vb.to(tl.float32) * t_du, 1)
 
     # T = (I + A)^-1  =>  dA = -T^T dT T^T, kept on the strictly lower part where A lives
-    d_a = -tl.dot(tl.dot(t_t, d_t, input_precision=F32_PRECISION), t_t, input_precision=F32_PRECISION)
+    d_a = -tl.dot(tl.dot(t_t, d_t, input_precision=PRECISION), t_t, input_precision=PRECISION)
     d_a = d_a * decay_matrix(gc, valid, True, BT)  # now dL/d(beta_i k_i.k_j), i > j
     d_a_kk = d_a * kk
     dbeta += tl.sum(d_a_kk, 1)
@@ -185,8 +188,7 @@ def wy_forward(k, v, g, beta, layout: ChunkLayout):
     BK, BV = _tiles(K, V)
     wy_forward_kernel[(layout.num_chunks, H)](
         k, v, g, beta, gc, t, w, u, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
-        F32_PRECISION=fp32_dot_precision(k.dtype), num_warps=4,
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
     )
     return gc, t, w, u
 
@@ -202,7 +204,6 @@ def wy_backward(k, v, beta, gc, t, dw, du, dk_other, dgc_other, layout: ChunkLay
     BK, BV = _tiles(K, V)
     wy_backward_kernel[(layout.num_chunks, H)](
         k, v, beta, gc, t, dw, du, dk_other, dgc_other, dk, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype),
-        F32_PRECISION=fp32_dot_precision(k.dtype), num_warps=4,
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
     )
     return dk, dv, dbeta, dg
