@@ -6,8 +6,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from gdn.eval.generation import SamplingSettings, generate, next_token
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import group_choices
+from gdn.config import CONF_DIR, register_resolvers
 from tests.models.decoding import decode_in_steps
 
 VOCAB = 32

@@ -9,8 +9,8 @@ from hydra.utils import instantiate
 
 from gdn.models import MIXERS
 from gdn.models.flops import MIXER_FLOPS
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import group_choices
+from gdn.config import CONF_DIR, register_resolvers
 
 
 def gdn_models(*args: str) -> subprocess.CompletedProcess:

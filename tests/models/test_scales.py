@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from gdn.models import LanguageModel
 from gdn.models.config_files import model_config, model_kwargs
-from gdn.train.cli import check_group_overrides, group_choices, missing_scale_size
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import check_group_overrides, group_choices, missing_scale_size
+from gdn.config import CONF_DIR, register_resolvers
 
 MODELS = group_choices(CONF_DIR, "model")
 SCALES = group_choices(CONF_DIR, "scale")

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from gdn.sweep.callback import MlflowSweepCallback
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import CONF_DIR, register_resolvers
 
 
 def sweep_config(tmp_path: Path, *overrides: str, sweep: str | None = "baselines"):

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 
 from gdn.sweep.cli import main as sweep_main
 from gdn.sweep.cli import sweep_names
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import CONF_DIR, register_resolvers
 
 GRID_SWEEPS = ["baselines", "gdn_ablation", "lr", "mqar_difficulty"]
 ALL_MODELS = {"gdn", "gdn_h1", "gdn_h2", "deltanet", "mamba2", "samba", "transformer"}

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from gdn.train.cli import check_group_overrides, group_choices
-from gdn.train.main import CONF_DIR
+from gdn.config import check_group_overrides, group_choices
+from gdn.config import CONF_DIR
 
 
 @pytest.mark.parametrize("group", ["model", "data", "optim"])
