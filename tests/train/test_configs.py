@@ -7,8 +7,7 @@ from hydra.utils import instantiate
 
 from omegaconf import OmegaConf
 
-from gdn.config import group_choices
-from gdn.config import CONF_DIR
+from gdn.config import CONF_DIR, group_choices
 from gdn.train.optim import build_optimizer
 from gdn.train.trainer import TrainerSettings
 

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from gdn.config import group_choices
-from gdn.config import CONF_DIR
+from gdn.config import CONF_DIR, group_choices
 from gdn.train.main import run
 
 STEPS = 20
