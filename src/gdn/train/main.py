@@ -91,7 +91,8 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     resume_path = ckpt.resolve_checkpoint(settings.resume, checkpoint_dir)
     resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
-    tags = {**git_state(source_checkout() or Path.cwd()), "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
+    tags = {**git_state(source_checkout() or Path.cwd()),  # an installed wheel: the repo of the cwd, if any
+            "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
             **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
     tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
