@@ -48,7 +48,7 @@ VALUE_ERRORS = [  # (overrides, the one line)
 
 @pytest.fixture
 def gdn_train(tmp_path, monkeypatch, capsys):
-    """gdn_train(*overrides) -> (exit status, stdout, stderr) of gdn-train run in this process, writing under tmp_path."""
+    """gdn_train(*overrides) -> (exit status, stdout, stderr) of gdn-train in this process, writing under tmp_path."""
     monkeypatch.setenv("GDN_OUTPUT_ROOT", str(tmp_path / "out"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

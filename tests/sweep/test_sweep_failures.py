@@ -10,8 +10,8 @@ from sweep_runner import run_sweep
 
 
 def test_failed_jobs_are_failed_children_and_the_sweep_goes_on(tmp_path: Path):
-    # lr -1: the config's value check refuses it before the job builds anything (no run yet); lr 1e+30: the loss turns non-finite in
-    # training (the trainer's run, closed FAILED); lr 0.001 trains. (Values as Hydra prints them.)
+    # lr -1: the config's value check refuses it before the job builds anything (no run yet); lr 1e+30: the loss
+    # turns non-finite in training (the trainer's run, closed FAILED); lr 0.001 trains. (Values as Hydra prints them.)
     proc = run_sweep("gdn.sweep.cli", ["baselines", "model=gdn", "optim.optimizer.lr=-1,1e+30,0.001"], tmp_path)
     assert "sweep baselines-" in proc.stdout and "3 jobs, 2 failed" in proc.stdout
 
