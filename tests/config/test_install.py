@@ -1,5 +1,6 @@
 """gdn installs anywhere: a wheel built from the checkout carries the config tree and the sweeps; installed into a
-fresh venv, `gdn-train` trains the default for a few steps from a directory outside the checkout."""
+fresh venv, `gdn-sweep` and `gdn-models` find them and `gdn-train` trains the default for a few steps from a
+directory outside the checkout."""
 from __future__ import annotations
 
 import os
@@ -65,6 +66,9 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_the_default_from_any_directory
     sweeps = subprocess.run([str(venv / "bin" / "gdn-sweep"), "--list"], cwd=work, env=env, check=True,
                             capture_output=True, text=True, timeout=120).stdout
     assert "baselines" in sweeps
+    models = subprocess.run([str(venv / "bin" / "gdn-models"), "format=json"], cwd=work, env=env, check=True,
+                            capture_output=True, text=True, timeout=300).stdout
+    assert '"name": "gdn_h1"' in models
 
     result = subprocess.run([str(venv / "bin" / "gdn-train"), "trainer.max_steps=3", "trainer.eval_every=3",
                              "trainer.checkpoint_every=3", "trainer.progress_bar=false"],
