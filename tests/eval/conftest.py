@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gdn.train.main import CONF_DIR, register_resolvers, run
+from gdn.config import CONF_DIR, register_resolvers
+from gdn.train.main import run
 
 TINY = ["model.d_model=32", "++model.mixers.gdn.num_heads=2", "++model.mixers.gdn.head_dim=16",
         "trainer.max_steps=6", "trainer.log_every=3", "trainer.eval_every=6", "trainer.checkpoint_every=6",

@@ -5,9 +5,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from gdn.config import CONF_DIR, group_choices, register_resolvers
 from gdn.eval.generation import SamplingSettings, generate, next_token
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR, register_resolvers
 from tests.models.decoding import decode_in_steps
 
 VOCAB = 32

@@ -5,13 +5,15 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from gdn.data.batch import IGNORE_INDEX
 from gdn.data.byte_tokenizer import ByteTokenizer
 from gdn.eval.niah import make_sample
-from gdn.train.main import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (benchmarks/ is not in the package)
 
 SCRIPT = REPO_ROOT / "benchmarks" / "paper_check.py"
 ABSENT_ON_THE_GPU_IMAGE = ("hydra", "omegaconf", "mlflow", "datasets", "tokenizers")

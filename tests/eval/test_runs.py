@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from gdn.eval import cli as eval_cli
 from gdn.eval import generate_cli
 from gdn.eval.generation import SamplingSettings, generate
-from gdn.eval.loading import RESOLVED_CONFIG, TOKENIZER_FILE, load_run, locate
+from gdn.eval.loading import load_run
+from gdn.run_folder import RESOLVED_CONFIG, TOKENIZER_FILE, locate
 from gdn.eval.mqar_grid import mqar_grid
 from gdn.eval.perplexity import length_extrapolation
 from gdn.train.export import export_safetensors

@@ -2,8 +2,9 @@
 paths), so a device run does not fail on a typo; their tables have a row per case."""
 import subprocess
 import sys
+from pathlib import Path
 
-from gdn.train.main import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (benchmarks/ is not in the package)
 
 
 def run_script(name: str, *args: str) -> str:

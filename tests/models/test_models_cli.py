@@ -7,10 +7,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from gdn.config import CONF_DIR, group_choices, register_resolvers
 from gdn.models import MIXERS
 from gdn.models.flops import MIXER_FLOPS
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR, register_resolvers
 
 
 def gdn_models(*args: str) -> subprocess.CompletedProcess:

@@ -10,12 +10,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from gdn.config import CONF_DIR, register_resolvers
 from gdn.report.build import write_report
 from gdn.report.cli import main as report_main
 from gdn.report.collect import RunRecord
 from gdn.report.table import human, mean_std
 from gdn.report.variants import group_variants
-from gdn.train.main import CONF_DIR, register_resolvers, run
+from gdn.train.main import run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["scale=tiny", "trainer.max_steps=4", "trainer.log_every=2", "trainer.eval_every=4",

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from gdn.config import CONF_DIR, register_resolvers
 from gdn.sweep.callback import MlflowSweepCallback
-from gdn.train.main import CONF_DIR, register_resolvers
 
 
 def sweep_config(tmp_path: Path, *overrides: str, sweep: str | None = "baselines"):

@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
+from gdn.config import CONF_DIR, register_resolvers
 from gdn.sweep.cli import main as sweep_main
 from gdn.sweep.cli import sweep_names
-from gdn.train.main import CONF_DIR, register_resolvers
 
 GRID_SWEEPS = ["baselines", "gdn_ablation", "lr", "mqar_difficulty"]
 ALL_MODELS = {"gdn", "gdn_h1", "gdn_h2", "deltanet", "mamba2", "samba", "transformer"}

@@ -10,8 +10,8 @@ from sweep_runner import run_sweep
 
 
 def test_failed_jobs_are_failed_children_and_the_sweep_goes_on(tmp_path: Path):
-    # lr -1: AdamW refuses it while the job is being built (no run yet); lr 1e+30: the loss turns non-finite in
-    # training (the trainer's run, closed FAILED); lr 0.001 trains. (Values as Hydra prints them.)
+    # lr -1: the config's value check refuses it before the job builds anything (no run yet); lr 1e+30: the loss
+    # turns non-finite in training (the trainer's run, closed FAILED); lr 0.001 trains. (Values as Hydra prints them.)
     proc = run_sweep("gdn.sweep.cli", ["baselines", "model=gdn", "optim.optimizer.lr=-1,1e+30,0.001"], tmp_path)
     assert "sweep baselines-" in proc.stdout and "3 jobs, 2 failed" in proc.stdout
 
@@ -27,7 +27,7 @@ def test_failed_jobs_are_failed_children_and_the_sweep_goes_on(tmp_path: Path):
     def error_text(run) -> str:
         return Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
 
-    assert "Invalid learning rate: -1" in error_text(by_lr["-1"])
+    assert "optim.optimizer.lr=-1.0 must be positive" in error_text(by_lr["-1"])
     assert "non-finite" in error_text(by_lr["1e+30"])
     for child in children:  # every child is tagged for the comparison, even the one that never trained
         assert child.data.tags["architecture"] == "gdn" and child.data.tags["seed"] == "0"

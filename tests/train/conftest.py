@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import CONF_DIR, register_resolvers
 
 TINY = [
     "model.d_model=32", "++model.mixers.gdn.num_heads=2", "++model.mixers.gdn.head_dim=16",

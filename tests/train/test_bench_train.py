@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from gdn.train.main import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout (benchmarks/ is not in the package)
 
 spec = importlib.util.spec_from_file_location("bench_train", REPO_ROOT / "benchmarks" / "bench_train.py")
 bench = importlib.util.module_from_spec(spec)

@@ -4,8 +4,7 @@ import sys
 
 import pytest
 
-from gdn.train.cli import check_group_overrides, group_choices
-from gdn.train.main import CONF_DIR
+from gdn.config import CONF_DIR, check_group_overrides, group_choices
 
 
 @pytest.mark.parametrize("group", ["model", "data", "optim"])

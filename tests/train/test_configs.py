@@ -7,8 +7,7 @@ from hydra.utils import instantiate
 
 from omegaconf import OmegaConf
 
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR
+from gdn.config import CONF_DIR, group_choices
 from gdn.train.optim import build_optimizer
 from gdn.train.trainer import TrainerSettings
 

@@ -27,7 +27,7 @@ def two_process_runs(tmp_path_factory):
     10 steps of 2 accumulated micro-batches."""
     from hydra import compose, initialize_config_dir
 
-    from gdn.train.main import CONF_DIR, register_resolvers
+    from gdn.config import CONF_DIR, register_resolvers
     from tests.train.conftest import TINY, TINY_DATA
 
     tmp = tmp_path_factory.mktemp("dist")

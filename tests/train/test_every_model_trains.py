@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from gdn.train.cli import group_choices
-from gdn.train.main import CONF_DIR, run
+from gdn.config import CONF_DIR, group_choices
+from gdn.train.main import run
 
 STEPS = 20
 SMALL_RUN = [f"trainer.max_steps={STEPS}", f"trainer.eval_every={STEPS}", f"trainer.checkpoint_every={STEPS}",

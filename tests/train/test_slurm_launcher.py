@@ -1,7 +1,7 @@
 """launcher=slurm composes into hydra-submitit-launcher's Slurm launcher: one task per GPU, resume on requeue."""
 from hydra import compose, initialize_config_dir
 
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import CONF_DIR, register_resolvers
 
 
 def test_slurm_launcher_runs_one_task_per_gpu_and_resumes(tmp_path):

@@ -13,16 +13,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from gdn.eval.at_end import report
-from gdn.eval.loading import find_runs, load_run
+from gdn.eval.loading import load_run
 from gdn.eval.suite import SuiteResult, resolve_device, run_suite
 from gdn.eval.tracking import log_eval_metrics
-from gdn.train.main import CONF_DIR, register_resolvers
+from gdn.config import compose_config
+from gdn.run_folder import find_runs
 from gdn.train.tracking import resolve_tracking_uri
 
 USAGE = "usage: gdn-eval RUN_DIR_OR_CHECKPOINT [eval.KEY=VALUE ...] (keys: conf/eval/default.yaml)"
@@ -31,9 +31,7 @@ USAGE = "usage: gdn-eval RUN_DIR_OR_CHECKPOINT [eval.KEY=VALUE ...] (keys: conf/
 def compose_eval_config(argv: list[str]) -> DictConfig:
     """conf/evaluate.yaml with the command line; a first argument without '=' is the run."""
     overrides = [f"run={arg}" if "=" not in arg and i == 0 else arg for i, arg in enumerate(argv)]
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=overrides)
+    return compose_config("evaluate", overrides)
 
 
 def evaluate_run(path: str | Path, eval_cfg: DictConfig) -> tuple[SuiteResult, str | None]:

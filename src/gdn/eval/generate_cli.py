@@ -11,16 +11,15 @@ from __future__ import annotations
 import sys
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from gdn.config import compose_config
 from gdn.data.tokenizer import end_of_document_id
 from gdn.eval.generation import SamplingSettings, generate
 from gdn.eval.loading import LoadedRun, load_run
 from gdn.eval.suite import autocast_for, resolve_device
-from gdn.train.main import CONF_DIR, register_resolvers
 
 USAGE = ("usage: gdn-generate RUN prompt=TEXT | prompt_ids=[...] "
          "[max_new_tokens= temperature= top_k= num_samples= seed=]")
@@ -54,10 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         raise SystemExit(0 if argv else 2)
     overrides = [f"run={arg}" if "=" not in arg and i == 0 else arg for i, arg in enumerate(argv)]
-    register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="generate", overrides=overrides)
+        cfg = compose_config("generate", overrides)
         run = load_run(cfg.run, resolve_device(cfg.device))
         outputs = continuations(run, cfg)
     except MissingMandatoryValue:

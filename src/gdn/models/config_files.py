@@ -6,18 +6,22 @@ For machines without hydra-core/omegaconf (the GPU benchmark image has PyYAML th
     kwargs = model_kwargs("gdn_h1", scale="1.3b", vocab_size=32000)
     model = LanguageModel(**kwargs)
 
-Only what the model files use is understood: a defaults list of sibling model files and `_self_`, nested
+Only what the model files use is understood: a defaults list of sibling model files, `_self_` and the group's
+structured-config entry `schema` (Hydra's ConfigStore; skipped here), nested
 mappings merged key by key (later wins, lists replaced whole), `_target_` (dropped) and the one interpolation
 `${data.vocab_size}` (replaced by `vocab_size`). Anything else raises ValueError naming it; a test checks the
 result equals Hydra's composition for every model and scale.
 """
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# The package's config tree, as gdn.config.paths finds it (not imported: gdn.config needs Hydra).
+CONF_DIR = Path(str(files("gdn") / "_conf"))
+SCHEMA_ENTRY = "schema"  # gdn.config.schema.SCHEMA: types the keys under Hydra, adds none
 VOCAB_INTERPOLATION = "${data.vocab_size}"
 
 
@@ -42,6 +46,8 @@ def read_model_file(path: Path) -> dict:
         defaults = [*defaults, "_self_"]
     merged: dict = {}
     for entry in defaults:
+        if entry == SCHEMA_ENTRY:
+            continue
         if entry == "_self_":
             merged = merge(merged, content)
         elif isinstance(entry, str):

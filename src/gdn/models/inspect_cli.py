@@ -15,12 +15,11 @@ import json
 import sys
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.utils import instantiate
 
+from gdn.config import CONF_DIR, config_tree, group_choices, missing_scale_size
 from gdn.models.flops import UnknownMixerError, flops_per_token
-from gdn.train.cli import group_choices, missing_scale_size
-from gdn.train.main import CONF_DIR, register_resolvers
 
 FORMATS = ("table", "json")
 USAGE = "usage: gdn-models [scale=NAME] [format=table|json] [hydra.key=value ...]"
@@ -78,8 +77,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with config_tree():
         rows = [describe_model(name, args["scale"], args["overrides"]) for name in group_choices(CONF_DIR, "model")]
     if args["format"] == "json":
         print(json.dumps([{key: row[key] for key in ("name", "params", "flops_per_token", "pattern")}

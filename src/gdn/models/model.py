@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gdn.models.mixers import build_mixer
+from gdn.models.mixers import make_mixer
 from gdn.models.mlp import SwiGLU
 from gdn.models.norms import RMSNorm
 
@@ -40,7 +40,8 @@ class Block(nn.Module):
 
 class LanguageModel(nn.Module):
     """A hybrid is a config: `layers` (e.g. ["gdn", "swa"]) repeats to n_layers blocks; `mixers` holds each
-    mixer's keyword arguments by name. See docs/CONTRACTS.md."""
+    mixer's keyword arguments by name, or a factory of one's own (gdn.models.mixers.make_mixer). See
+    docs/CONTRACTS.md."""
 
     def __init__(
         self,
@@ -64,7 +65,7 @@ class LanguageModel(nn.Module):
         self.blocks = nn.ModuleList(
             Block(
                 d_model,
-                build_mixer(name, d_model, **mixers.get(name, {})),
+                make_mixer(name, d_model, mixers.get(name, {})),
                 SwiGLU(d_model, mlp_hidden) if mlp else None,
                 norm_eps,
             )

@@ -18,10 +18,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from gdn.config.paths import source_checkout
 from gdn.sweep.parent import SweepParent
 from gdn.train.tracking import git_state, is_rank_zero, resolve_tracking_uri
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 ADHOC_SWEEP_NAME = "multirun"  # a multirun started without +sweep=NAME
 
 
@@ -55,7 +55,8 @@ class MlflowSweepCallback(Callback):
         params = config.hydra.sweeper.get("params")  # None for a plain `gdn-train -m a=1,2` (sweep on the command line)
         params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
         run = client.create_run(experiment_id, run_name=sweep_id, tags={
-            **git_state(REPO_ROOT), "sweep_id": sweep_id, "sweep_name": sweep_name, "sweep_role": "parent",
+            **git_state(source_checkout() or Path.cwd()),  # a wheel: the cwd's repo
+ "sweep_id": sweep_id, "sweep_name": sweep_name, "sweep_role": "parent",
             "overrides": " ".join(config.hydra.overrides.task)[:5000], "sweep_dir": str(sweep_dir),
             "sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
         })

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-SWEEP_DIR = Path(__file__).resolve().parents[3] / "sweeps" / "sweep"
+from gdn.config import SWEEPS_DIR
+
+SWEEP_DIR = SWEEPS_DIR / "sweep"
 
 
 def sweep_names() -> list[str]:

@@ -20,26 +20,12 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import torch
-from omegaconf import OmegaConf
 
+from gdn.config import LAUNCH_TIME_ENV
 from gdn.train import distributed as dist_utils
 
-LAUNCH_TIME_ENV = "GDN_LAUNCH_TIME"
 # What ranks other than 0 add to their command line: no config copy, no log file in the shared folder.
 SILENT_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled")
-
-
-def launch_time() -> datetime:
-    """The instant rank 0 chose (GDN_LAUNCH_TIME, ISO format) or, for one process, now."""
-    stamp = os.environ.get(LAUNCH_TIME_ENV)
-    return datetime.fromisoformat(stamp) if stamp else datetime.now()
-
-
-def register_run_stamp_resolver() -> None:
-    # ${gdn.launch_time:%Y-%m-%d}: like Hydra's ${now:...}, but the same instant on every rank. Cached like ${now:}:
-    # Hydra copies the cache into each job's config, so all jobs of a multirun share one sweep folder.
-    OmegaConf.register_new_resolver("gdn.launch_time", lambda fmt: launch_time().strftime(fmt), replace=True,
-                                    use_cache=True)
 
 
 @contextlib.contextmanager

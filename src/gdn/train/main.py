@@ -19,30 +19,20 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gdn.config import CONF_DIR, check_group_overrides, missing_scale_size, register_resolvers
+from gdn.config.checks import ConfigValueError, check_config
+from gdn.config.paths import source_checkout
 from gdn.eval.at_end import evaluate_at_end
-from gdn.eval.loading import write_run_files
+from gdn.run_folder import write_run_files
 from gdn.sweep.failed_job import fail_sweep_job
 from gdn.sweep.parent import current_sweep_parent
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
-from gdn.train.cli import check_group_overrides, missing_scale_size
-from gdn.train.launch import prepare_launch, register_run_stamp_resolver
+from gdn.train.launch import prepare_launch
 from gdn.train.optim import build_optimizer
 from gdn.train.parallelize import DTYPES, parallelize
 from gdn.train.trainer import NonFiniteLossError, Trainer, TrainerSettings, TrainResult
 from gdn.train.tracking import MlflowTracker, NullTracker, flatten, git_state, resolve_tracking_uri, run_tags
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONF_DIR = REPO_ROOT / "conf"
-
-
-def register_resolvers() -> None:
-    # ${gdn.abspath:path}: absolute, relative to the directory the run was started from (the cwd never changes).
-    OmegaConf.register_new_resolver("gdn.abspath", lambda p: str(Path(p).expanduser().resolve()), replace=True)
-    register_run_stamp_resolver()
-    # ${gdn.repo_path:sweeps}: a folder of this checkout (hydra.searchpath finds sweeps/ through it).
-    OmegaConf.register_new_resolver("gdn.repo_path", lambda p: str(REPO_ROOT / p), replace=True)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -71,6 +61,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     """Train one configuration; everything it writes goes under `run_dir` and the MLflow store.
     Under torchrun or Slurm every rank calls this; the process group is joined here unless the caller did."""
     overrides, choices = list(overrides or []), dict(choices or {})
+    check_config(cfg)  # one line for a value that cannot work, before anything is built
     settings = TrainerSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
     device = settings.torch_device()
     owns_group = dist_utils.init_process_group(device.type)
@@ -100,7 +91,8 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     resume_path = ckpt.resolve_checkpoint(settings.resume, checkpoint_dir)
     resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
-    tags = {**git_state(REPO_ROOT), "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
+    tags = {**git_state(source_checkout() or Path.cwd()),  # an installed wheel: the repo of the cwd, if any
+            "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
             **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
     tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
@@ -153,7 +145,7 @@ def count_training_flops(model: torch.nn.Module, seq_len: int | None) -> int | N
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    scale_error = missing_scale_size(hydra_cfg.runtime.choices, CONF_DIR)
+    scale_error = missing_scale_size(hydra_cfg.runtime.choices)
     if scale_error:
         print(f"error: {scale_error}", file=sys.stderr)
         raise SystemExit(2)
@@ -163,7 +155,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return fail_sweep_job(cfg)  # a FAILED child run holds the error; the sweep goes on
-        if isinstance(error, NonFiniteLossError):
+        if isinstance(error, (NonFiniteLossError, ConfigValueError)):
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
         raise
@@ -171,7 +163,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    error = check_group_overrides(sys.argv[1:], CONF_DIR)
+    error = check_group_overrides(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)

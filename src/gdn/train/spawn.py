@@ -28,8 +28,9 @@ def _worker(rank: int, world_size: int, port: int, jobs: list[tuple[dict[str, An
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     from omegaconf import OmegaConf
 
+    from gdn.config import register_resolvers
     from gdn.train import distributed as dist_utils
-    from gdn.train.main import register_resolvers, run
+    from gdn.train.main import run
 
     register_resolvers()
     cfg0 = OmegaConf.create(jobs[0][0])
