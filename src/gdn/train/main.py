@@ -25,6 +25,8 @@ from gdn.sweep.failed_job import fail_sweep_job
 from gdn.sweep.parent import current_sweep_parent
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
+from gdn.train.checkpoint import CheckpointSaveError
+from gdn.train.checkpoint_record import DamagedCheckpointError
 from gdn.train.cli import check_group_overrides, missing_scale_size
 from gdn.train.launch import prepare_launch, register_run_stamp_resolver
 from gdn.train.optim import build_optimizer
@@ -97,13 +99,19 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     schedule = instantiate(cfg.sched)
 
     checkpoint_dir = run_dir / "checkpoints"
-    resume_path = ckpt.resolve_checkpoint(settings.resume, checkpoint_dir)
+    resume = ckpt.resume_point(settings.resume, checkpoint_dir)  # damaged checkpoints: passed over or one line
+    resume_path = resume.path
     resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
     tags = {**git_state(REPO_ROOT), "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
             **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
     tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
+    if resume.skipped:
+        skipped = ", ".join(resume.skipped)
+        dist_utils.warn_once_on_main(f"trainer.resume=auto: passed over damaged checkpoint(s) {skipped}; resuming "
+                                     f"from {resume_path.name}")
+        tracker.set_tag("resume_skipped_damaged", skipped[:5000])
     if resume_path:
         trainer.load(resume_path)
         if main_process:
@@ -163,7 +171,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return fail_sweep_job(cfg)  # a FAILED child run holds the error; the sweep goes on
-        if isinstance(error, NonFiniteLossError):
+        if isinstance(error, (NonFiniteLossError, DamagedCheckpointError, CheckpointSaveError)):
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
         raise
