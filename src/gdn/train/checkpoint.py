@@ -210,8 +210,9 @@ class CheckpointManager:
         CheckpointSaveError on every rank (for an asynchronous save: when it is waited for)."""
         self.wait()
         step_dir = self.folder / step_folder_name(step)
-        if latest_checkpoint(self.folder) == step_dir:
-            return step_dir  # this step is saved already (e.g. a SIGTERM right after a scheduled save)
+        if latest_checkpoint(self.folder) == step_dir:  # saved already (a SIGTERM right after a scheduled save,
+            self.published = step_dir                   # a non-finite step right after a resume)
+            return step_dir
         self._agree(step_dir, self._attempt(self._make_folder, step_dir)[1] if dist_utils.is_main_process() else None)
         self._agree(step_dir, self._attempt(self._write_own_files, step_dir, trainer_state)[1])
         model_state, optim_state = get_state_dict(model, optimizer)
