@@ -1,6 +1,8 @@
 """Checkpoints prove themselves: a damaged one is found, named and passed over (resume=auto) or refused (an explicit
 path, gdn-eval, the export), and the run resumed from the newest intact one continues loss for loss."""
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -136,3 +138,17 @@ def test_the_skipped_checkpoint_is_tagged_on_the_mlflow_run(compose_config, tmp_
         run(compose_config("logging=mlflow", "trainer.resume=auto"), tmp_path / "run")
     tags = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).data.tags
     assert tags["resume_skipped_damaged"] == f"step-000004 ({found})"
+
+
+def test_gdn_train_prints_the_one_line_without_a_traceback(interrupted, tmp_path: Path):
+    from tests.train.conftest import TINY
+
+    _, run_dir, _ = interrupted
+    step_dir = run_dir / "checkpoints" / "step-000004"
+    found = truncate_shard(step_dir)
+    proc = subprocess.run([sys.executable, "-m", "gdn.train", *TINY, "logging=none", f"paths.output_root={tmp_path}",
+                           f"hydra.run.dir={tmp_path / 'other'}", "data.vocab_size=64", "data.seq_len=32",
+                           f"trainer.resume={step_dir}"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: trainer.resume={step_dir}: checkpoint step-000004 ({found}")
