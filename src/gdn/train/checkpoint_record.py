@@ -53,11 +53,19 @@ def _share(names: list[str]) -> list[str]:
 
 
 def file_records(step_dir: Path) -> dict[str, dict[str, Any]]:
-    """{name: {"size", "crc32"}} of every file in the folder; collective under a process group."""
-    names = recorded_files(step_dir)
-    mine = {name: {"size": (step_dir / name).stat().st_size, "crc32": crc32_of(step_dir / name)}
-            for name in _share(names)}
-    return {name: record for part in gather_objects(mine) for name, record in part.items()}
+    """{name: {"size", "crc32"}} of every file in the folder. Collective under a process group: a read error on
+    any rank raises OSError on every rank (after the gather, so no rank is left waiting in it)."""
+    try:
+        mine: dict[str, Any] | str = {name: {"size": (step_dir / name).stat().st_size,
+                                             "crc32": crc32_of(step_dir / name)}
+                                      for name in _share(recorded_files(step_dir))}
+    except OSError as error:
+        mine = f"recording the files of {step_dir.name}: {error}"
+    parts = gather_objects(mine)
+    errors = [part for part in parts if isinstance(part, str)]
+    if errors:
+        raise OSError("; ".join(errors))
+    return {name: record for part in parts for name, record in part.items()}
 
 
 def marker_text(files: dict[str, dict[str, Any]]) -> str:
@@ -90,7 +98,10 @@ def _size_problem(step_dir: Path, name: str, recorded_size: int) -> str | None:
 
 
 def _crc_problem(step_dir: Path, name: str, recorded_crc: str) -> str | None:
-    crc = crc32_of(step_dir / name)
+    try:
+        crc = crc32_of(step_dir / name)
+    except OSError as error:
+        return f"{name} unreadable ({error})"
     return None if crc == recorded_crc else f"{name} has CRC-32 {crc}, {recorded_crc} recorded (bytes changed)"
 
 
@@ -100,8 +111,10 @@ def checkpoint_problems(step_dir: Path) -> list[str]:
     if not step_dir.is_dir():
         return [f"folder {step_dir.name} missing"]
     files, problem = _read_marker(step_dir)
-    if problem or files is None:
-        return [problem] if problem else []
+    if problem:
+        return [problem]
+    if files is None:
+        return []  # a marker from before the record: trusted as before
     names = sorted(files)
     found = {name: p for name in names if (p := _size_problem(step_dir, name, files[name]["size"]))}
     mine = {name: p for name in _share(names)
