@@ -93,12 +93,14 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo
         # weights_only=False: the payload holds RNG states (numpy arrays, tuples); only load your own checkpoints.
         payload = torch.load(path, map_location="cpu", weights_only=False)
         return payload["model"], CheckpointInfo(path, payload.get("step"), payload.get("mlflow_run_id"))
-    from gdn.train.checkpoint import TRAINER_STATE, read_trainer_state
+    from gdn.train.checkpoint import TRAINER_STATE, looks_like_checkpoint, read_trainer_state
+    from gdn.train.checkpoint_record import check_checkpoint
     from gdn.train.export import load_consolidated_model_state
 
-    if not (path / TRAINER_STATE).is_file():
+    if not looks_like_checkpoint(path):
         raise FileNotFoundError(f"{path} is not a checkpoint: expected a step folder holding {TRAINER_STATE}, "
                                 f"a .pt or a .safetensors file")
+    check_checkpoint(path, f"loading {path}")  # DamagedCheckpointError (a ValueError: gdn-eval prints one line)
     state = read_trainer_state(path)
     return load_consolidated_model_state(path), CheckpointInfo(path, state.get("step"), state.get("mlflow_run_id"))
 

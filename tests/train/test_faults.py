@@ -50,12 +50,13 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_as_latest(tmp_path: Path,
 
     monkeypatch.setattr(dcp, "save", crash_midway)
     model, optimizer = tiny_training_state(0.0)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ckpt.CheckpointSaveError, match="save of step 2 failed .*disk full.*'latest' still names "
+                                                       "step-000001"):
         manager.save(2, model, optimizer, {"step": 2, "world_size": 1})
     monkeypatch.undo()
 
     assert ckpt.resolve_checkpoint("auto", tmp_path / "checkpoints") == first
-    assert (tmp_path / "checkpoints" / "step-000002").exists()  # the half-written folder is never pointed at
+    assert not (tmp_path / "checkpoints" / "step-000002").exists()  # the half-written folder is removed
     restored, restored_optimizer = tiny_training_state(5.0)
     assert ckpt.CheckpointManager.load(first, restored, restored_optimizer)["step"] == 1
     assert torch.equal(restored.weight, torch.ones(2, 3))

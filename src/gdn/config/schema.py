@@ -47,6 +47,7 @@ class TrainerConfig:
     export_safetensors: bool = MISSING
     resume: Optional[str] = MISSING
     nan_policy: str = MISSING
+    on_save_error: str = MISSING
     max_nan_skips: int = MISSING
     progress_bar: bool = MISSING
     loss_chunk_tokens: Optional[int] = MISSING

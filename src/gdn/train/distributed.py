@@ -155,6 +155,15 @@ def broadcast_string(value: str) -> str:
     return holder[0]
 
 
+def gather_objects(value):
+    """Every rank's picklable `value`, in rank order, on every rank ([value] for one process)."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

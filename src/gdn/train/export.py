@@ -16,7 +16,8 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-from gdn.train.checkpoint import resolve_checkpoint
+from gdn.train.checkpoint import intact_checkpoint
+from gdn.train.checkpoint_record import DamagedCheckpointError
 
 
 def load_consolidated_model_state(step_dir: Path) -> dict[str, torch.Tensor]:
@@ -30,10 +31,11 @@ def load_consolidated_model_state(step_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def export_safetensors(checkpoint: str | Path, output: str | Path) -> Path:
-    """Write the model weights of `checkpoint` (a step folder or a checkpoints/ folder) to `output`."""
+    """Write the model weights of `checkpoint` (a step folder or a checkpoints/ folder) to `output`; a damaged
+    checkpoint raises DamagedCheckpointError (one line) and writes nothing."""
     from safetensors.torch import save_file
 
-    step_dir = resolve_checkpoint(str(checkpoint), Path(checkpoint))
+    step_dir = intact_checkpoint(Path(checkpoint), f"export of {checkpoint}")
     weights = {name: tensor.contiguous() for name, tensor in load_consolidated_model_state(step_dir).items()}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a step-NNNNNN folder or a run's checkpoints/ folder")
     parser.add_argument("output", help="the .safetensors file to write")
     args = parser.parse_args(argv)
-    path = export_safetensors(args.checkpoint, args.output)
+    try:
+        path = export_safetensors(args.checkpoint, args.output)
+    except (FileNotFoundError, DamagedCheckpointError) as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {path}")
 
 

@@ -28,6 +28,8 @@ from gdn.sweep.failed_job import fail_sweep_job
 from gdn.sweep.parent import current_sweep_parent
 from gdn.train import checkpoint as ckpt
 from gdn.train import distributed as dist_utils
+from gdn.train.checkpoint import CheckpointSaveError
+from gdn.train.checkpoint_record import DamagedCheckpointError
 from gdn.train.launch import prepare_launch
 from gdn.train.optim import build_optimizer
 from gdn.train.parallelize import DTYPES, parallelize
@@ -88,7 +90,8 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     schedule = instantiate(cfg.sched)
 
     checkpoint_dir = run_dir / "checkpoints"
-    resume_path = ckpt.resolve_checkpoint(settings.resume, checkpoint_dir)
+    resume = ckpt.resume_point(settings.resume, checkpoint_dir)  # damaged checkpoints: passed over or one line
+    resume_path = resume.path
     resume_run_id = ckpt.read_trainer_state(resume_path)["mlflow_run_id"] if resume_path else None
 
     tags = {**git_state(source_checkout() or Path.cwd()),  # an installed wheel: the repo of the cwd, if any
@@ -96,6 +99,11 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
             **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
     tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
+    if resume.skipped:
+        skipped = ", ".join(resume.skipped)
+        dist_utils.warn_once_on_main(f"trainer.resume=auto: passed over damaged checkpoint(s) {skipped}; resuming "
+                                     f"from {resume_path.name}")
+        tracker.set_tag("resume_skipped_damaged", skipped[:5000])
     if resume_path:
         trainer.load(resume_path)
         if main_process:
@@ -155,7 +163,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return fail_sweep_job(cfg)  # a FAILED child run holds the error; the sweep goes on
-        if isinstance(error, (NonFiniteLossError, ConfigValueError)):
+        if isinstance(error, (NonFiniteLossError, ConfigValueError, DamagedCheckpointError, CheckpointSaveError)):
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
         raise

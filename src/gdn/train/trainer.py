@@ -17,9 +17,10 @@ from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from gdn.train import distributed as dist_utils
-from gdn.train.checkpoint import CheckpointManager, restore_rng_state
+from gdn.train.checkpoint import CheckpointManager, CheckpointSaveError, restore_rng_state
 from gdn.train.loss import ChunkedLossHead, count_correct, summed_cross_entropy
 from gdn.train.metrics import ThroughputMeter, bf16_peak_flops, memory_metrics
+from gdn.train.non_finite import describe_non_finite
 from gdn.train.parallelize import ParallelSettings
 from gdn.train.sharding import shard_rows
 
@@ -43,6 +44,7 @@ class TrainerSettings:
     resume: str | None = None
     nan_policy: str = "stop"
     max_nan_skips: int = 10
+    on_save_error: str = "continue"
     progress_bar: bool = True
     keep_checkpoints: int = 2
     async_checkpoint: bool = False
@@ -54,6 +56,8 @@ class TrainerSettings:
     def __post_init__(self) -> None:
         if self.nan_policy not in ("stop", "skip"):
             raise ValueError(f"trainer.nan_policy={self.nan_policy!r}: choose stop or skip")
+        if self.on_save_error not in ("continue", "stop"):
+            raise ValueError(f"trainer.on_save_error={self.on_save_error!r}: choose continue or stop")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r}: choose auto, fp32 or bf16")
         if self.weights_dtype not in ("fp32", "bf16"):
@@ -74,8 +78,9 @@ class TrainResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     step: int = 0
     tokens_seen: int = 0
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # the last checkpoint this run completed (None if every save failed)
     preempted: bool = False  # stopped by SIGTERM (checkpoint saved)
+    failed_saves: list[int] = field(default_factory=list)  # steps whose save failed (trainer.on_save_error=continue)
 
 
 class Trainer:
@@ -97,6 +102,7 @@ class Trainer:
         self.tokens_seen = 0
         self.nan_skips = 0
         self.data_position = 0  # index of the next global micro-batch
+        self.failed_saves: list[int] = []
         self._sigterm = False
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -110,8 +116,35 @@ class Trainer:
             "mlflow_run_id": self.tracker.run_id,
         }
 
-    def save(self) -> Path:
-        return self.checkpoints.save(self.step, self.model, self.optimizer, self.trainer_state())
+    def save(self) -> Path | None:
+        """Checkpoint this step; None when the save failed and trainer.on_save_error=continue (the failure is
+        logged and tagged, `latest` still names the previous checkpoint, the next interval tries again). An
+        asynchronous save's failure is reported when the next save waits for it, or at the end."""
+        self.wait_for_checkpoint()
+        try:
+            return self.checkpoints.save(self.step, self.model, self.optimizer, self.trainer_state())
+        except CheckpointSaveError as error:
+            self._on_save_error(error)
+            return None
+
+    def wait_for_checkpoint(self) -> None:
+        """Finish an asynchronous save in flight (its failure handled as a failed save)."""
+        try:
+            self.checkpoints.wait()
+        except CheckpointSaveError as error:
+            self._on_save_error(error)
+
+    def _on_save_error(self, error: CheckpointSaveError) -> None:
+        """Log and tag a failed save; with trainer.on_save_error=stop raise it as the run's error."""
+        self.failed_saves.append(error.step)
+        stop = self.settings.on_save_error == "stop"
+        self.tracker.set_tag("checkpoint_save_failed", f"step {error.step}: {error.reason}"[:5000])
+        if self.rank == 0:
+            then = "stopping (trainer.on_save_error=stop)" if stop else "training goes on; the next checkpoint " \
+                   "interval saves again"
+            tqdm.write(f"warning: {error}; {then}", file=sys.stderr)
+        if stop:
+            raise error
 
     def load(self, step_dir: Path) -> dict[str, Any]:
         """Restore from a checkpoint written at any world size. The data position is a global micro-batch index,
@@ -171,12 +204,15 @@ class Trainer:
             loss = self._summed_loss(batch) / valid_tokens
             loss.backward()
             loss_total += loss.detach()
-        clip = self.settings.grad_clip if self.settings.grad_clip else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        if isinstance(grad_norm, DTensor):
-            grad_norm = grad_norm.full_tensor()
+        # The norm first, the clipping only once it is known to be finite: a non-finite step keeps its gradients
+        # as they came out of the backward pass for the diagnosis (clipping by a NaN norm would make them all NaN).
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        grad_norm = total_norm.full_tensor() if isinstance(total_norm, DTensor) else total_norm
         loss_value, norm_value = dist_utils.all_reduce_sum(loss_total).item(), grad_norm.item()
         if math.isfinite(loss_value) and math.isfinite(norm_value):
+            if self.settings.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(params, self.settings.grad_clip, total_norm)
             self.optimizer.step()
         else:
             self._on_non_finite(loss_value, norm_value)  # raises unless the step is skipped
@@ -188,8 +224,8 @@ class Trainer:
     def _on_non_finite(self, loss: float, grad_norm: float) -> None:
         """No update is applied. skip: count it and go on; stop (or too many skips): checkpoint and raise.
         Loss and grad norm are global, so every rank takes the same branch."""
-        what = f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} at step {self.step + 1} " \
-               f"(loss {loss}, grad norm {grad_norm})"
+        what = describe_non_finite(self.step + 1, loss, grad_norm, self.model)
+        self.tracker.set_tag("non_finite", what[:5000])
         self.nan_skips += 1
         if self.settings.nan_policy == "skip" and self.nan_skips <= self.settings.max_nan_skips:
             if self.rank == 0:
@@ -198,10 +234,13 @@ class Trainer:
             return
         self.optimizer.zero_grad(set_to_none=True)
         path = self.save()  # the state before the bad step
-        self.checkpoints.wait()
+        self.wait_for_checkpoint()
+        path = path if path == self.checkpoints.published else None
+        saved = f"last good state saved to {path}" if path else \
+            f"saving the last good state failed, the newest checkpoint is {self.checkpoints.published}"
         reason = "too many skipped steps; " if self.settings.nan_policy == "skip" else ""
         raise NonFiniteLossError(
-            f"{what}: {reason}stopped; last good state saved to {path}. Lower optim.optimizer.lr or "
+            f"{what}: {reason}stopped; {saved}. Lower optim.optimizer.lr or "
             f"trainer.grad_clip, or set trainer.nan_policy=skip"
         )
 
@@ -277,14 +316,16 @@ class Trainer:
                                   + ", ".join(f"{k} {v:.4f}" for k, v in result.eval_metrics.items()))
                     meter.restart()
                 if self.step % s.checkpoint_every == 0 or self.step == last_step:
-                    result.checkpoint = self.save()
+                    self.save()
                     meter.restart()
                 if dist_utils.any_rank(self._sigterm, self.device):
-                    result.checkpoint, result.preempted = self.save(), True
+                    saved, result.preempted = self.save(), True
                     if self.rank == 0:
-                        bar.write(f"SIGTERM: saved step {self.step} to {result.checkpoint}; stopping")
+                        bar.write(f"SIGTERM: {f'saved step {self.step} to {saved}' if saved else 'the save failed'}; "
+                                  f"stopping")
                     break
-        self.checkpoints.wait()
+        self.wait_for_checkpoint()
         bar.close()
         result.step, result.tokens_seen = self.step, self.tokens_seen
+        result.checkpoint, result.failed_saves = self.checkpoints.published, list(self.failed_saves)
         return result
