@@ -22,8 +22,8 @@ TYPE_ERRORS = [  # (override, what Hydra's message says)
 VALUE_ERRORS = [  # (overrides, the one line)
     (["+trainer.max_step=10"], "trainer.max_step is not a key of TrainerConfig: use one of max_steps, "
      "stop_after_steps, grad_accum, grad_clip, device, precision, weights_dtype, log_every, eval_every, "
-     "checkpoint_every, keep_checkpoints, async_checkpoint, export_safetensors, resume, nan_policy, max_nan_skips, "
-     "progress_bar, loss_chunk_tokens, system_metrics, parallel"),
+     "checkpoint_every, keep_checkpoints, async_checkpoint, export_safetensors, resume, nan_policy, on_save_error, "
+     "max_nan_skips, progress_bar, loss_chunk_tokens, system_metrics, parallel"),
     (["model.d_model=-8"], "model.d_model=-8 must be positive: set model.d_model to a value > 0"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 must be positive: set trainer.max_steps to a value > 0"),
     (["optim.optimizer.lr=0"], "optim.optimizer.lr=0.0 must be positive: set optim.optimizer.lr to a value > 0"),
