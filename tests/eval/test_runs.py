@@ -162,6 +162,7 @@ def test_gdn_eval_of_weights_without_an_mlflow_run_creates_one(mqar_run, tmp_pat
     assert run_id != load_run(mqar_run).checkpoint.mlflow_run_id
     assert client.get_experiment(logged.info.experiment_id).name == "eval-test"
     assert logged.data.tags["run_dir"] == str(tmp_path) and logged.info.status == "FINISHED"
+    assert logged.info.run_name == "eval " + "/".join(tmp_path.parts[-2:])
     trainer_accuracy = mlflow_metrics(load_run(mqar_run))["eval/accuracy"]
     assert logged.data.metrics == result.metrics == {"mqar/acc_kv4_len32": trainer_accuracy}
 

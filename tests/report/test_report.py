@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from gdn.config import CONF_DIR, register_resolvers
-from gdn.report.build import write_report
+from gdn.report.build import MAX_NOTE_LENGTH, description_markdown, write_report
 from gdn.report.cli import main as report_main
-from gdn.report.collect import RunRecord
+from gdn.report.collect import RunRecord, RunSet
 from gdn.report.table import human, mean_std
 from gdn.report.variants import group_variants
 from gdn.train.main import run
@@ -154,3 +154,14 @@ def test_an_unknown_target_is_one_clear_error(tmp_path: Path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "'baseline' is neither a run id nor an experiment" in err and "baselines" in err
+
+
+def test_the_description_is_the_table_cut_to_mlflows_tag_limit():
+    run_set = RunSet("baselines-1", "1", "parent", [])
+    files = [Path("report.md"), Path("loss_vs_tokens.png")]
+    short = description_markdown(run_set, "| a |\n|---|\n| 1 |", files, "report")
+    assert "| 1 |" in short and "`report/` artifacts (report.md, loss_vs_tokens.png)" in short
+    rows = "\n".join(f"| variant{i} | {i} |" for i in range(1000))
+    long = description_markdown(run_set, rows, files, "report")
+    assert len(long) <= MAX_NOTE_LENGTH and "| variant0 | 0 |" in long and "the whole table: `report/report.md`" in long
+    assert all(line.startswith("| variant") for line in long.split("\n...")[0].splitlines()[4:])  # whole rows only

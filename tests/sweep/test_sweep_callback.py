@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 
 from gdn.config import CONF_DIR, register_resolvers
 from gdn.sweep.callback import MlflowSweepCallback
+from gdn.sweep.parent import SweepParent
 
 
 def sweep_config(tmp_path: Path, *overrides: str, sweep: str | None = "baselines"):
@@ -45,6 +46,28 @@ def test_rank_zero_creates_the_parent_and_its_record(tmp_path: Path, monkeypatch
     assert callback.parent is not None and record.is_file()
     assert callback.parent.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert callback.parent.sweep_name == "baselines" and callback.parent.sweep_id.startswith("baselines-")
+    assert SweepParent.read(record.parent) == callback.parent
+
+
+@pytest.mark.parametrize("sweep, overrides, name_keys", [
+    ("baselines", [], ("model",)),                          # seed "0" in the sweep file: one value
+    ("baselines", ["hydra.sweeper.params.seed='0,1'"], ("model", "seed")),
+    ("gdn_ablation", [], ("ablation",)),
+    ("lr_optuna", [], ("optim.optimizer.lr",)),
+])
+def test_the_parent_is_named_after_the_sweep_and_knows_what_names_the_children(tmp_path: Path, monkeypatch, sweep,
+                                                                               overrides, name_keys):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    callback = MlflowSweepCallback()
+    callback.on_multirun_start(sweep_config(tmp_path, *overrides, sweep=sweep))
+    assert callback.parent.name_keys == name_keys
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=callback.parent.tracking_uri)
+    assert client.get_run(callback.parent.run_id).info.run_name.startswith(f"{sweep} 20")
+    assert client.get_experiment(callback.parent.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
 
 
 def test_a_multirun_without_a_named_sweep_is_a_parent_in_the_default_experiment(tmp_path: Path, monkeypatch):

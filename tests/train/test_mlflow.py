@@ -28,23 +28,27 @@ def assert_complete_run(client: MlflowClient, logged, steps: int):
 
 def test_default_store_is_an_sqlite_file_under_the_output_root(compose_config, tmp_path: Path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    run(compose_config("logging=mlflow"), tmp_path / "run")
+    overrides = ["optim.optimizer.lr=0.002"]
+    run(compose_config("logging=mlflow", *overrides), tmp_path / "run", overrides, {"model": "gdn"})  # as Hydra calls
     out = capsys.readouterr().out
     run_id = out.split("MLflow run id ")[1].split()[0]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (tmp_path / "mlflow.db").is_file() and uri in out
     client, logged = read_run(uri, run_id)
     assert_complete_run(client, logged, steps=8)
+    assert logged.info.run_name == "gdn lr=0.002"  # named after its architecture and overrides
+    assert client.get_experiment(logged.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_resumed_run_continues_the_same_mlflow_run(compose_config, tmp_path: Path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run(compose_config("logging=mlflow", "trainer.stop_after_steps=4"), tmp_path / "run")
-    run(compose_config("logging=mlflow", "trainer.resume=auto"), tmp_path / "run")
+    run(compose_config("logging=mlflow", "trainer.resume=auto"), tmp_path / "run", ["trainer.log_every=2"])
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("gdn").experiment_id])
     assert len(runs) == 1
+    assert runs[0].info.run_name == "custom"  # a resumed run keeps its name
     client, logged = read_run(uri, runs[0].info.run_id)
     assert_complete_run(client, logged, steps=8)
 

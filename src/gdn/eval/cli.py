@@ -45,7 +45,8 @@ def evaluate_run(path: str | Path, eval_cfg: DictConfig) -> tuple[SuiteResult, s
     uri = resolve_tracking_uri(run.config.logging.tracking_uri, run.config.paths.output_root)
     run_id = log_eval_metrics(result.metrics, tracking_uri=uri, run_id=run.checkpoint.mlflow_run_id,
                               experiment_name=eval_cfg.mlflow.experiment_name, step=step,
-                              tags={"gdn.eval.checkpoint": str(run.checkpoint.path), "run_dir": str(run.run_dir)})
+                              tags={"gdn.eval.checkpoint": str(run.checkpoint.path), "run_dir": str(run.run_dir)},
+                              run_name="eval " + "/".join(run.run_dir.parts[-2:]))
     print(f"MLflow run id {run_id} at {uri}")
     return result, run_id
 

@@ -1,10 +1,12 @@
 """Evaluation metrics into MLflow: into the training run's own MLflow run when it has one (its status is left
-as it is), else into a new run that names the evaluated run folder."""
+as it is), else into a new run that names the evaluated run folder (in a model-training experiment, gdn.dashboard)."""
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Mapping
+
+from gdn.dashboard.experiments import training_experiment_id
 
 _NOT_ALLOWED = re.compile(r"[^\w\-./ ]")  # MLflow metric names: alphanumerics, _ - . / and spaces
 
@@ -15,17 +17,16 @@ def metric_name(name: str) -> str:
 
 
 def log_eval_metrics(metrics: Mapping[str, float], *, tracking_uri: str, run_id: str | None, experiment_name: str,
-                     step: int, tags: Mapping[str, str]) -> str:
-    """Log `metrics` at `step`; returns the run id they went to."""
+                     step: int, tags: Mapping[str, str], run_name: str | None = None) -> str:
+    """Log `metrics` at `step`; returns the run id they went to (`run_name` names a new run)."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
     client = MlflowClient(tracking_uri)
     created = run_id is None
     if created:
-        experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-        run_id = client.create_run(experiment_id, tags=dict(tags)).info.run_id
+        experiment_id = training_experiment_id(client, experiment_name)
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id
     now = int(time.time() * 1000)
     batch = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()]
     for i in range(0, len(batch), 500):  # MLflow's per-request limit is 1000 metrics

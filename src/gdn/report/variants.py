@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from gdn.dashboard.run_names import short_key
 from gdn.report.collect import RunRecord
 
 SEED_KEY = "seed"
@@ -36,10 +37,6 @@ class Variant:
 
     def param(self, name: str) -> str | None:
         return self.runs[0].params.get(name)
-
-
-def short_key(key: str) -> str:
-    return key.lstrip("+").rsplit(".", 1)[-1]
 
 
 def varying_keys(runs: list[RunRecord]) -> list[str]:

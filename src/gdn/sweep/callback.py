@@ -1,8 +1,9 @@
 """The Hydra callback that makes every multirun one MLflow parent run (registered in conf/train.yaml).
 
-    on_multirun_start: create the parent run in the experiment `logging.experiment_name` (a sweep file sets it from
-                       the sweep's name), tag it, store the sweep's config, and write the record the jobs read
-                       (gdn.sweep.parent); each job then starts its run as a child of it.
+    on_multirun_start: create the parent run, named after the sweep, in the experiment `logging.experiment_name` (a
+                       sweep file sets it from the sweep's name; a model-training experiment, gdn.dashboard), tag it,
+                       store the sweep's config, and write the record the jobs read (gdn.sweep.parent): each job
+                       then starts its run as a child of it, named after the overrides that differ between the jobs.
     on_multirun_end:   count the children by status, write the report (`logging.sweep_report`) and close the
                        parent: FINISHED, or FAILED when any child failed.
 Only global rank 0 talks to MLflow. The client API is used directly, so the parent never becomes the process's
@@ -19,6 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from gdn.config.paths import source_checkout
+from gdn.dashboard.experiments import runs_page_url, training_experiment_id
+from gdn.dashboard.run_names import sweep_run_name, varying_sweep_keys
 from gdn.sweep.parent import SweepParent
 from gdn.train.tracking import git_state, is_rank_zero, resolve_tracking_uri
 
@@ -47,25 +50,27 @@ class MlflowSweepCallback(Callback):
         uri = resolve_tracking_uri(config.logging.tracking_uri, config.paths.output_root)
         client = MlflowClient(tracking_uri=uri)
         experiment_name = config.logging.experiment_name
-        experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        experiment_id = training_experiment_id(client, experiment_name)
         sweep_name = OmegaConf.select(config, "sweep.name", default=ADHOC_SWEEP_NAME)
-        sweep_id = f"{sweep_name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+        started = datetime.now()
+        sweep_id = f"{sweep_name}-{started:%Y%m%d-%H%M%S-%f}"
         sweep_dir = Path(config.hydra.sweep.dir)
         params = config.hydra.sweeper.get("params")  # None for a plain `gdn-train -m a=1,2` (sweep on the command line)
         params = OmegaConf.to_container(params, resolve=True) if params is not None else {}
-        run = client.create_run(experiment_id, run_name=sweep_id, tags={
+        name_keys = varying_sweep_keys(params, list(config.hydra.overrides.task))
+        run = client.create_run(experiment_id, run_name=sweep_run_name(sweep_name, started), tags={
             **git_state(source_checkout() or Path.cwd()),  # a wheel: the cwd's repo
- "sweep_id": sweep_id, "sweep_name": sweep_name, "sweep_role": "parent",
+            "sweep_id": sweep_id, "sweep_name": sweep_name, "sweep_role": "parent",
             "overrides": " ".join(config.hydra.overrides.task)[:5000], "sweep_dir": str(sweep_dir),
             "sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
         })
-        self.parent = SweepParent(run.info.run_id, experiment_id, uri, sweep_id, sweep_name)
+        self.parent = SweepParent(run.info.run_id, experiment_id, uri, sweep_id, sweep_name, tuple(name_keys))
         client.log_text(self.parent.run_id, OmegaConf.to_yaml(params), "sweep/sweeper_params.yaml")
         client.log_text(self.parent.run_id, OmegaConf.to_yaml({k: v for k, v in config.items() if k != "hydra"}),
                         "sweep/config.yaml")
         self.parent.write(sweep_dir)
-        print(f"sweep {sweep_id}: MLflow experiment {experiment_name!r}, parent run {self.parent.run_id} at {uri}")
+        print(f"sweep {sweep_id}: MLflow experiment {experiment_name!r}, parent run {self.parent.run_id} at {uri}; "
+              f"runs page {runs_page_url(uri, experiment_id)}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:

@@ -45,7 +45,8 @@ def record_failed_job(parent: SweepParent | None, run_dir: Path, choices: dict[s
     else:
         tags = {**run_tags(choices, seed, overrides), **parent.child_tags(), "run_dir": str(run_dir),
                 "mlflow.parentRunId": parent.run_id}
-        run_id = client.create_run(parent.experiment_id, tags=tags).info.run_id
+        name = parent.child_run_name(tags["architecture"], overrides)
+        run_id = client.create_run(parent.experiment_id, run_name=name, tags=tags).info.run_id
     client.log_text(run_id, error_text, "error.txt")
     client.set_terminated(run_id, "FAILED")
     return run_id

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gdn.dashboard.run_names import run_name
+
 RECORD_NAME = "mlflow_parent.json"
 
 
@@ -20,9 +22,14 @@ class SweepParent:
     tracking_uri: str
     sweep_id: str
     sweep_name: str
+    name_keys: tuple[str, ...] = ()  # the override keys that differ between the jobs: they name each child run
 
     def child_tags(self) -> dict[str, str]:
         return {"sweep_id": self.sweep_id, "sweep_name": self.sweep_name}
+
+    def child_run_name(self, architecture: str, overrides: list[str]) -> str:
+        """The job's variant: "gdn seed=1" (see gdn.dashboard.run_names)."""
+        return run_name(architecture, overrides, list(self.name_keys))
 
     def write(self, sweep_dir: Path) -> Path:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -33,7 +40,10 @@ class SweepParent:
     @classmethod
     def read(cls, sweep_dir: Path) -> SweepParent | None:
         path = sweep_dir / RECORD_NAME
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return cls(**{**record, "name_keys": tuple(record.get("name_keys", ()))})
 
 
 def current_sweep_parent() -> SweepParent | None:

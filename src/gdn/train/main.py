@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from gdn.config import CONF_DIR, check_group_overrides, missing_scale_size, register_resolvers
 from gdn.config.checks import ConfigValueError, check_config
 from gdn.config.paths import source_checkout
+from gdn.dashboard.run_names import run_name
 from gdn.eval.at_end import evaluate_at_end
 from gdn.run_folder import write_run_files
 from gdn.sweep.failed_job import fail_sweep_job
@@ -42,7 +43,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str], system_metrics: bool = False):
+def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str], overrides: list[str],
+                  system_metrics: bool = False):
+    """The run is named `logging.run_name`, else after its architecture and overrides (gdn.dashboard.run_names)."""
     if not cfg.logging.enabled or not dist_utils.is_main_process():
         return NullTracker()  # only rank 0 talks to MLflow
     if system_metrics:
@@ -51,11 +54,13 @@ def build_tracker(cfg: DictConfig, run_id: str | None, tags: dict[str, str], sys
         mlflow.enable_system_metrics_logging()
     parent = current_sweep_parent()
     if parent is not None:  # a sweep's job: a child of the sweep's parent run, in the parent's experiment
-        return MlflowTracker(parent.tracking_uri, cfg.logging.experiment_name, cfg.logging.run_name, run_id=run_id,
+        name = cfg.logging.run_name or parent.child_run_name(tags["architecture"], overrides)
+        return MlflowTracker(parent.tracking_uri, cfg.logging.experiment_name, name, run_id=run_id,
                              tags={**tags, **parent.child_tags()}, parent_run_id=parent.run_id,
                              experiment_id=parent.experiment_id)
     uri = resolve_tracking_uri(cfg.logging.tracking_uri, cfg.paths.output_root)
-    return MlflowTracker(uri, cfg.logging.experiment_name, cfg.logging.run_name, run_id=run_id, tags=tags)
+    name = cfg.logging.run_name or run_name(tags["architecture"], overrides)
+    return MlflowTracker(uri, cfg.logging.experiment_name, name, run_id=run_id, tags=tags)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
@@ -97,7 +102,7 @@ def _train(cfg: DictConfig, settings: TrainerSettings, device: torch.device, run
     tags = {**git_state(source_checkout() or Path.cwd()),  # an installed wheel: the repo of the cwd, if any
             "model": choices.get("model", "custom"), "data": choices.get("data", "custom"),
             **run_tags(choices, cfg.seed, overrides), "run_dir": str(run_dir), "world_size": str(dims.world_size)}
-    tracker = build_tracker(cfg, resume_run_id, tags, settings.system_metrics)
+    tracker = build_tracker(cfg, resume_run_id, tags, overrides, settings.system_metrics)
     trainer = Trainer(model, data, optimizer, schedule, settings, tracker, checkpoint_dir, flops_per_token)
     if resume.skipped:
         skipped = ", ".join(resume.skipped)

@@ -6,6 +6,7 @@ Default store: an sqlite file under the output root (MLflow >= 3.13 refuses the 
 Metrics are logged asynchronously (MLflow's background queue, `synchronous=False`): a training step never waits on
 the store or the server; `finish` flushes the queue before the run is closed, so nothing is lost.
 A job of a sweep is a child run: `parent_run_id` sets MLflow's `mlflow.parentRunId` tag (see gdn.sweep).
+An experiment is created as a model-training experiment, so that MLflow's UI opens it on its runs (gdn.dashboard).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from gdn.dashboard.experiments import training_experiment_id
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -62,8 +65,8 @@ def run_tags(choices: Mapping[str, str], seed: int, overrides: list[str]) -> dic
 
 
 class MlflowTracker:
-    """One MLflow run; `run_id` given resumes that run instead of starting a new one. `experiment_id` (instead of
-    the name) and `parent_run_id` place a sweep's job under its parent run."""
+    """One MLflow run; `run_id` given resumes that run (under its own name) instead of starting a new one.
+    `experiment_id` (instead of the name) and `parent_run_id` place a sweep's job under its parent run."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, run_name: str | None = None,
                  run_id: str | None = None, tags: Mapping[str, str] | None = None,
@@ -74,8 +77,8 @@ class MlflowTracker:
         mlflow.set_tracking_uri(tracking_uri)
         self.tracking_uri = tracking_uri
         if run_id is None and experiment_id is None:
-            experiment_id = mlflow.set_experiment(experiment_name).experiment_id
-        self.run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=dict(tags or {}),
+            experiment_id = training_experiment_id(mlflow.MlflowClient(tracking_uri), experiment_name)
+        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {}),
                                     experiment_id=None if run_id else experiment_id,
                                     parent_run_id=None if run_id else parent_run_id)
         self.run_id = self.run.info.run_id
