@@ -124,3 +124,15 @@ def test_gdn_export_wants_one_output(tiny_runs, tmp_path, capsys):
     with pytest.raises(SystemExit):
         export_main([str(tmp_path / "missing"), "--hf", str(tmp_path / "hf")])
     assert "no run or checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_on_cuda_the_exported_model_runs_our_kernels_with_our_logits(tiny_runs, tmp_path, variant):
+    run_dir = tiny_runs(variant)
+    export_main([str(run_dir), "--hf", str(tmp_path / "hf")])
+    model = load_hf(tmp_path / "hf").to("cuda")
+    ours = load_run(run_dir, "cuda").model
+    ids = torch.randint(0, VOCAB, (2, 64), generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():  # the mixers' backend=auto picks the Triton kernels for CUDA tensors, in both models
+        torch.testing.assert_close(model(ids).logits, ours(ids), atol=1e-5, rtol=1e-5)
