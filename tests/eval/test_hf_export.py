@@ -89,6 +89,8 @@ def test_a_text_run_exports_its_tokenizer_and_generates_gdn_generates_text(text_
 
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, loaded.model(ids), atol=1e-5, rtol=1e-5)
+        next_token_loss = torch.nn.functional.cross_entropy(loaded.model(ids)[0, :-1], ids[0, 1:])
+        torch.testing.assert_close(model(ids, labels=ids).loss, next_token_loss, atol=1e-5, rtol=1e-5)
         hf_new = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)[0, ids.shape[1]:].tolist()
     ours_new = generate(loaded.model, ids[0].tolist(), SamplingSettings(max_new_tokens=NEW_TOKENS))
     eos = tokenizer.eos_token_id

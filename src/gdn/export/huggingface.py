@@ -30,7 +30,7 @@ A gdn model ({layers}, d_model {d_model}, {n_layers} layers, vocabulary {vocab})
 It needs the `gdn` package (`pip install gdn`): the modeling code here builds gdn's own LanguageModel.
 
 ```python
-from transformers import AutoModelForCausalLM{tokenizer_import}
+{imports}
 model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)
 {usage}
 ```
@@ -91,8 +91,9 @@ def _write_card(run: LoadedRun, out: Path) -> None:
     fields = {"name": out.name, "layers": "+".join(model.layers), "d_model": model.d_model,
               "n_layers": model.n_layers, "vocab": run.model.embed.num_embeddings}
     if run.tokenizer is not None:
-        card = CARD.format(**fields, tokenizer_import=", AutoTokenizer", usage=TEXT_USAGE.format(name=out.name))
+        imports = "from transformers import AutoModelForCausalLM, AutoTokenizer"
+        card = CARD.format(**fields, imports=imports, usage=TEXT_USAGE.format(name=out.name))
     else:
         usage = IDS_USAGE.format(data=run.config.data._target_)
-        card = CARD.format(**fields, tokenizer_import="\nimport torch", usage=usage)
+        card = CARD.format(**fields, imports="import torch\nfrom transformers import AutoModelForCausalLM", usage=usage)
     (out / "README.md").write_text(card)
