@@ -9,11 +9,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from gdn.config import CONF_DIR, group_choices
 from gdn.eval.generate_cli import main as generate_main
 from gdn.eval.generation import SamplingSettings, generate
 from gdn.eval.loading import load_run
 from gdn.export.cli import main as export_main
-from gdn.config import CONF_DIR, group_choices
 from gdn.train.main import run
 from tests.eval.conftest import compose_train
 
