@@ -72,3 +72,37 @@ def _text_column(dataset: datasets.Dataset, text_field: str, path: str) -> datas
         raise ValueError(f"{path!r} has no text field {text_field!r}; its columns are {dataset.column_names}")
     dataset = dataset.select_columns([text_field])
     return dataset if text_field == "text" else dataset.rename_column(text_field, "text")
+
+
+def stream_documents(
+    path: str, text_field: str = "text", name: str | None = None, split: str = "train"
+) -> Iterator[str]:
+    """The non-empty documents of `path` one by one, never holding the source in memory: local files (sorted, as
+    load_documents) or a hub dataset, both through `datasets.load_dataset(..., streaming=True)`."""
+    local = Path(path).expanduser()
+    if local.exists():
+        for file in local_files(local):  # one file at a time keeps the sorted file order across formats
+            builder = BUILDERS[file.suffix]
+            stream = datasets.load_dataset(
+                builder, data_files=[str(file)], split="train", streaming=True,
+                **({"sample_by": "paragraph"} if builder == "text" else {}),
+            )
+            yield from _texts(stream, "text" if builder == "text" else text_field, str(file))
+        return
+    if Path(path).is_absolute() or Path(path).suffix in BUILDERS:
+        raise FileNotFoundError(f"data path {path!r} does not exist: expected {EXPECTED}")
+    try:
+        stream = datasets.load_dataset(path, name=name, split=split, streaming=True)
+    except Exception as err:
+        raise FileNotFoundError(f"data path {path!r} does not exist: expected {EXPECTED}") from err
+    yield from _texts(stream, text_field, path)
+
+
+def _texts(records, text_field: str, where: str) -> Iterator[str]:
+    for record in records:
+        if text_field not in record:
+            raise ValueError(f"{where!r} has no text field {text_field!r}; its fields are {sorted(record)}: "
+                             f"pass the right one with --text-field (data.text_field)")
+        text = record[text_field]
+        if text and not text.isspace():
+            yield text
