@@ -2,7 +2,7 @@
 from gdn.data.batch import Batch
 from gdn.data.mqar import MQARData, query_accuracy
 
-__all__ = ["Batch", "MQARData", "TextData", "query_accuracy"]
+__all__ = ["Batch", "MQARData", "TextData", "TokenData", "query_accuracy"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from gdn.data.text import TextData
 
         return TextData
+    if name == "TokenData":
+        from gdn.data.tokens import TokenData
+
+        return TokenData
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
