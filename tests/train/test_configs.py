@@ -22,6 +22,13 @@ def write_corpus(folder: Path) -> Path:
     return path
 
 
+def prepare_tokens(corpus: Path, out: Path) -> Path:
+    from gdn.data.prepare import prepare
+
+    prepare(str(corpus), out, vocab_size=300, val_docs=0, progress=False)
+    return out
+
+
 def instantiate_all(cfg):
     data = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, vocab_size=data.vocab_size, _convert_="all")
@@ -47,6 +54,8 @@ def test_every_choice_of_every_group_instantiates(compose_config, group, tmp_pat
         cfg = compose_config(override)
         if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):
             cfg.data.path = str(corpus)  # text data needs a corpus; the test writes one
+        if cfg.data._target_ == "gdn.data.TokenData":  # ... and token data that corpus prepared
+            cfg.data.path = str(prepare_tokens(corpus, tmp_path / "tokens"))
         instantiate_all(cfg)
 
 

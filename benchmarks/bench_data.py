@@ -1,0 +1,135 @@
+"""Data pipeline figures on this machine's CPUs: gdn-prepare-data throughput and peak memory, TokenData loader speed.
+
+    nice python benchmarks/bench_data.py --sizes-mb 250 1000 --num-proc 2 --work /tmp/bench_data
+
+For each size: generates a corpus of random words (the vocabulary is every word of this repository's README, docs
+and sources) as jsonl files, prepares it with a tokenizer trained once (32768 tokens, on the first 32 MB of the
+smallest corpus, not timed) and --num-proc processes, sampling the summed RSS of the preparing process and its
+workers every 0.1 s. Then reads 8 x 4096 batches from the prepared data in one process pinned to one core.
+Prints one JSON line per result and a Markdown table at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+FILE_MB = 64  # corpus files of this size
+
+
+def vocabulary() -> list[str]:
+    words = set()
+    for path in [REPO / "README.md", *REPO.glob("docs/*.md"), *REPO.glob("src/gdn/**/*.py")]:
+        words.update(re.findall(r"[A-Za-z]{2,}", path.read_text(errors="ignore")))
+    return sorted(words)
+
+
+def generate_corpus(folder: Path, size_mb: int, seed: int = 0) -> Path:
+    """jsonl files of documents of 20-2000 random words, FILE_MB each, size_mb in all (reused when present)."""
+    done = folder / "COMPLETE"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, words = random.Random(seed), vocabulary()
+    written, part = 0, 0
+    while written < size_mb << 20:
+        with open(folder / f"part-{part:04d}.jsonl", "w") as f:
+            in_file = 0
+            while in_file < FILE_MB << 20 and written + in_file < size_mb << 20:
+                text = " ".join(rng.choices(words, k=rng.randint(20, 2000)))
+                line = json.dumps({"text": text}) + "\n"
+                f.write(line)
+                in_file += len(line)
+        written += in_file
+        part += 1
+    done.write_text("")
+    return folder
+
+
+def peak_rss_of(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak summed RSS in bytes of the process and its children) of running `command`."""
+    process = psutil.Popen(command)
+    peak, stop = 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                tree = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    if process.wait() != 0:
+        raise RuntimeError(f"{command} failed")
+    stop.set()
+    return time.perf_counter() - started, peak
+
+
+def loader_throughput(prepared: Path, steps: int) -> float:
+    """Tokens/s of TokenData.train_batch(i) for 8 x 4096 batches, in this process pinned to one core."""
+    import torch
+
+    from gdn.data import TokenData
+
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    torch.set_num_threads(1)
+    data = TokenData(str(prepared), seq_len=4096, batch_size=8)
+    data.train_batch(0)
+    started = time.perf_counter()
+    for index in range(1, steps + 1):
+        data.train_batch(index * 7919 % (data.batches_per_epoch * 4))
+    return steps * 8 * 4096 / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[250, 1000])
+    parser.add_argument("--num-proc", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_data"))
+    parser.add_argument("--loader-steps", type=int, default=200)
+    args = parser.parse_args()
+    env_python = [sys.executable, "-m", "gdn.data.prepare_cli"]
+    tokenizer = args.work / "tokenizer" / "tokenizer.json"
+    rows = []
+    for size in args.sizes_mb:
+        corpus = generate_corpus(args.work / f"corpus-{size}mb", size)
+        if not tokenizer.exists():
+            subprocess.run([*env_python, str(corpus / "part-0000.jsonl"), str(tokenizer.parent), "--vocab-size",
+                            "32768", "--tokenizer-sample-bytes", str(32 << 20), "--val-docs", "10",
+                            "--no-progress"], check=True)
+        out = args.work / f"tokens-{size}mb-np{args.num_proc}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        seconds, peak = peak_rss_of([*env_python, str(corpus), str(out), "--tokenizer", str(tokenizer),
+                                     "--num-proc", str(args.num_proc), "--no-progress"])
+        manifest = json.loads((out / "manifest.json").read_text())
+        rate = manifest["num_tokens"] / seconds
+        row = {"corpus_mb": size, "num_proc": args.num_proc, "tokens": manifest["num_tokens"],
+               "seconds": round(seconds, 1), "mtok_s": round(rate / 1e6, 3),
+               "mtok_s_per_proc": round(rate / 1e6 / args.num_proc, 3), "peak_rss_gb": round(peak / 2**30, 3),
+               "loader_mtok_s_1core": round(loader_throughput(out, args.loader_steps) / 1e6, 2)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print("| corpus | tokens | prepare (s) | M tokens/s | per process | peak RSS | loader, 1 core (8 x 4096) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['corpus_mb']} MB | {r['tokens'] / 1e6:.1f}M | {r['seconds']} | {r['mtok_s']} | "
+              f"{r['mtok_s_per_proc']} | {r['peak_rss_gb']} GB | {r['loader_mtok_s_1core']}M tokens/s |")
+
+
+if __name__ == "__main__":
+    main()
