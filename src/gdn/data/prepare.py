@@ -21,7 +21,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from gdn.data import shards, sources
+from gdn.data import encoding, shards, sources
 from gdn.data.tokenizer import end_of_document_id, load_tokenizer, train_bpe_tokenizer
 
 CHUNK_DOCUMENTS = 512  # documents per tokenisation task
@@ -121,39 +121,20 @@ def _batched(items, size: int) -> Iterator[list]:
         yield batch
 
 
-_WORKER_TOKENIZER: Tokenizer | None = None
-
-
-def _init_worker(tokenizer_json: str) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
-    _WORKER_TOKENIZER.encode_special_tokens = True  # a literal "<|endoftext|>" inside a document is text
-
-
-def _encode(texts: list[str], dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens, lengths): every text's ids followed by the end-of-document id, and each document's length."""
-    eod = end_of_document_id(_WORKER_TOKENIZER)
-    encodings = _WORKER_TOKENIZER.encode_batch(texts, add_special_tokens=False)
-    lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
-    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain(e.ids, (eod,)) for e in encodings),
-                       dtype=shards.DTYPES[dtype], count=int(lengths.sum()))
-    return flat, lengths
-
-
 def _encoded_chunks(documents: Iterator[str], tokenizer_json: str, dtype: str,
                     num_proc: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The documents' tokens a chunk at a time, in document order, from num_proc processes (each one thread)."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per process: num_proc is the whole budget
     chunks = _batched(documents, CHUNK_DOCUMENTS)
     if num_proc == 1:
-        _init_worker(tokenizer_json)
-        yield from (_encode(chunk, dtype) for chunk in chunks)
+        encoding.init_worker(tokenizer_json)
+        yield from (encoding.encode(chunk, dtype) for chunk in chunks)
         return
     context = multiprocessing.get_context("spawn")  # fork after tokenizers' threads ran may deadlock
-    with context.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer_json,)) as pool:
+    with context.Pool(num_proc, initializer=encoding.init_worker, initargs=(tokenizer_json,)) as pool:
         in_flight = []  # bounded: at most 2 chunks per process are tokenised or waiting
         for chunk in chunks:
-            in_flight.append(pool.apply_async(_encode, (chunk, dtype)))
+            in_flight.append(pool.apply_async(encoding.encode, (chunk, dtype)))
             if len(in_flight) >= 2 * num_proc:
                 yield in_flight.pop(0).get()
         for result in in_flight:

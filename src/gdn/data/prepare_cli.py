@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 from gdn.data import shards
-from gdn.data.prepare import prepare
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         shards.check_shards(out, manifest, full=True)
         print(f"{out}: {len(manifest['shards'])} shards, {manifest['num_tokens']:,} tokens: every sha256 matches")
         return
+    from gdn.data.prepare import prepare  # here: the tokenising processes import this module without datasets
+
     manifest = prepare(args.source, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                        num_proc=args.num_proc, text_field=args.text_field, name=args.name, split=args.split,
                        val_docs=args.val_docs, shard_tokens=args.shard_tokens, dtype=args.dtype,
