@@ -5,7 +5,8 @@
 For each size: generates a corpus of random words (the vocabulary is every word of this repository's README, docs
 and sources) as jsonl files, prepares it with a tokenizer trained once (32768 tokens, on the first 32 MB of the
 smallest corpus, not timed) and --num-proc processes, sampling the summed RSS of the preparing process and its
-workers every 0.1 s. Then reads 8 x 4096 batches from the prepared data in one process pinned to one core.
+workers every 0.1 s, and the CPU seconds they used. Then reads 8 x 4096 batches from the prepared data in one process
+pinned to one core.
 Prints one JSON line per result and a Markdown table at the end.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -56,8 +58,11 @@ def generate_corpus(folder: Path, size_mb: int, seed: int = 0) -> Path:
     return folder
 
 
-def peak_rss_of(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak summed RSS in bytes of the process and its children) of running `command`."""
+def peak_rss_of(command: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak summed RSS in bytes of the process and its children) of running `command`.
+    CPU seconds count the process and its waited-for descendants (the tokenising pool): on a shared machine,
+    tokens per CPU second is the per-process rate that wall time hides."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = psutil.Popen(command)
     peak, stop = 0, threading.Event()
 
@@ -77,7 +82,9 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
     if process.wait() != 0:
         raise RuntimeError(f"{command} failed")
     stop.set()
-    return time.perf_counter() - started, peak
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return time.perf_counter() - started, cpu, peak
 
 
 def loader_throughput(prepared: Path, steps: int) -> float:
@@ -114,21 +121,24 @@ def main() -> None:
                             "--no-progress"], check=True)
         out = args.work / f"tokens-{size}mb-np{args.num_proc}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
-        seconds, peak = peak_rss_of([*env_python, str(corpus), str(out), "--tokenizer", str(tokenizer),
+        seconds, cpu, peak = peak_rss_of([*env_python, str(corpus), str(out), "--tokenizer", str(tokenizer),
                                      "--num-proc", str(args.num_proc), "--no-progress"])
         manifest = json.loads((out / "manifest.json").read_text())
         rate = manifest["num_tokens"] / seconds
         row = {"corpus_mb": size, "num_proc": args.num_proc, "tokens": manifest["num_tokens"],
                "seconds": round(seconds, 1), "mtok_s": round(rate / 1e6, 3),
-               "mtok_s_per_proc": round(rate / 1e6 / args.num_proc, 3), "peak_rss_gb": round(peak / 2**30, 3),
+               "mtok_s_per_proc": round(rate / 1e6 / args.num_proc, 3), "cpu_s": round(cpu, 1),
+               "mtok_per_cpu_s": round(manifest["num_tokens"] / cpu / 1e6, 3), "peak_rss_gb": round(peak / 2**30, 3),
                "loader_mtok_s_1core": round(loader_throughput(out, args.loader_steps) / 1e6, 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print("| corpus | tokens | prepare (s) | M tokens/s | per process | peak RSS | loader, 1 core (8 x 4096) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| corpus | tokens | prepare wall (s) | M tokens/s | per process | CPU s | M tokens per CPU s | peak RSS "
+          "| loader, 1 core (8 x 4096) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['corpus_mb']} MB | {r['tokens'] / 1e6:.1f}M | {r['seconds']} | {r['mtok_s']} | "
-              f"{r['mtok_s_per_proc']} | {r['peak_rss_gb']} GB | {r['loader_mtok_s_1core']}M tokens/s |")
+              f"{r['mtok_s_per_proc']} | {r['cpu_s']} | {r['mtok_per_cpu_s']} | {r['peak_rss_gb']} GB | "
+              f"{r['loader_mtok_s_1core']}M tokens/s |")
 
 
 if __name__ == "__main__":
