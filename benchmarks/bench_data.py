@@ -58,6 +58,16 @@ def generate_corpus(folder: Path, size_mb: int, seed: int = 0) -> Path:
     return folder
 
 
+def train_tokenizer(corpus: Path, path: Path) -> None:
+    """The byte-level BPE of gdn-prepare-data's own training (32768 tokens), on the corpus' first 32 MB."""
+    from gdn.data import prepare, sources
+    from gdn.data.tokenizer import train_bpe_tokenizer
+
+    sample = prepare._sample(sources.stream_documents(str(corpus)), 32 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    train_bpe_tokenizer(prepare._batched(sample, 1024), 32768).save(str(path))
+
+
 def peak_rss_of(command: list[str]) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak summed RSS in bytes of the process and its children) of running `command`.
     CPU seconds count the process and its waited-for descendants (the tokenising pool): on a shared machine,
@@ -116,9 +126,7 @@ def main() -> None:
     for size in args.sizes_mb:
         corpus = generate_corpus(args.work / f"corpus-{size}mb", size)
         if not tokenizer.exists():
-            subprocess.run([*env_python, str(corpus / "part-0000.jsonl"), str(tokenizer.parent), "--vocab-size",
-                            "32768", "--tokenizer-sample-bytes", str(32 << 20), "--val-docs", "10",
-                            "--no-progress"], check=True)
+            train_tokenizer(corpus, tokenizer)
         out = args.work / f"tokens-{size}mb-np{args.num_proc}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
         seconds, cpu, peak = peak_rss_of([*env_python, str(corpus), str(out), "--tokenizer", str(tokenizer),

@@ -1,10 +1,10 @@
 """data=tokens: windows are direct slices of the token stream, the order is seeded and resumable, rank slices
-partition the batch, and the packing equals data=text's on the same tokens."""
+partition the batch (data=text is the same reader: tests/data/test_text.py compares the two)."""
 import numpy as np
 import pytest
 import torch
 
-from gdn.data import TextData, TokenData, packing
+from gdn.data import TokenData
 from gdn.data.batch import IGNORE_INDEX
 from gdn.data.prepare import prepare
 from gdn.data.tokenizer import load_tokenizer
@@ -81,17 +81,3 @@ def test_validation_reads_the_held_out_documents_at_any_length(prepared, documen
         assert rows.flatten().tolist() == stream[: len(rows) * length].tolist()
     assert len(torch.cat([b.input_ids for b in TokenData(str(prepared), seq_len=32, batch_size=4,
                                                          eval_sequences=3).eval_batches()])) == 3
-
-
-def test_the_windows_equal_text_datas_packed_rows(prepared, corpus_folder, documents, tmp_path):
-    """The same tokens: data=text's packed rows (its whole corpus) equal data=tokens' windows over the same
-    documents prepared without a validation split."""
-    whole = tmp_path / "whole"
-    prepare(str(corpus_folder), whole, tokenizer=prepared / "tokenizer.json", val_docs=0, shard_tokens=500,
-            progress=False)
-    tokens = TokenData(str(whole), seq_len=64, batch_size=1)
-    text = TextData(str(corpus_folder), tokenizer=str(prepared / "tokenizer.json"), seq_len=64, batch_size=1,
-                    eval_sequences=1, cache_dir=str(tmp_path / "cache"))
-    for row in range(tokens.num_train_rows):
-        window = tokens._train.read(row * 64, row * 64 + 65)
-        assert packing.rows(text._stream, 64, [row])[0].tolist() == window.tolist()

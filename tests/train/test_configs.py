@@ -18,7 +18,7 @@ def write_corpus(folder: Path) -> Path:
     g = torch.Generator().manual_seed(0)
     lines = [" ".join(words[i] for i in torch.randint(len(words), (12,), generator=g)) for _ in range(200)]
     path = folder / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n\n".join(lines) + "\n")  # a blank line between documents
     return path
 
 

@@ -62,6 +62,9 @@ class TokenData:
                  seed: int = 0, eval_sequences: int | None = None, verify: bool = False, vocab_size: int = 0):
         if seq_len < 1 or batch_size < 1 or seed < 0:
             raise ValueError(f"need seq_len >= 1, batch_size >= 1, seed >= 0; got {seq_len}, {batch_size}, {seed}")
+        if eval_sequences is not None and not (isinstance(eval_sequences, int) and eval_sequences >= 1):
+            raise ValueError(f"eval_sequences must be a row count >= 1 or null (every validation row), "
+                             f"got {eval_sequences}")
         folder = Path(path).expanduser()
         manifest = shards.read_manifest(folder)
         shards.check_shards(folder, manifest, full=verify)
