@@ -29,8 +29,8 @@ class TextData(TokenData):
     tokenizer: a HF tokenizers tokenizer.json, or None to train a byte-level BPE tokenizer of vocab_size on the
         corpus (saved beside the tokens as `tokenizer_path`). The model's vocab_size is the larger of the two,
         rounded up to 64.
-    val_docs: the first documents of the corpus, held out for evaluation; eval_sequences: at most this many of
-        their rows are evaluated. num_proc: tokenising processes of the first-use preparation.
+    val_docs: the first documents of the corpus, held out for evaluation; eval_sequences: how many rows of
+        seq_len of their tokens are evaluated. num_proc: tokenising processes of the first-use preparation.
     """
 
     def __init__(self, path: str, tokenizer: str | Path | None = None, *, vocab_size: int = 8192, seq_len: int,

@@ -54,7 +54,8 @@ class TokenData:
     """Packed next-token batches from a prepared token dataset; train_batch(index) depends only on (seed, index).
 
     path: the folder gdn-prepare-data wrote. tokenizer: the tokenizer.json the run expects (checked against the
-        dataset's), or None to use the dataset's. eval_sequences: at most this many validation rows (None: all).
+        dataset's), or None to use the dataset's. eval_sequences: the validation tokens evaluated, in rows of seq_len
+        (None: all).
     verify: check every shard's sha256 at open (slow on large datasets; sizes are always checked).
     """
 
@@ -105,12 +106,14 @@ class TokenData:
 
     def eval_batches(self, seq_len: int | None = None) -> list[Batch]:
         """The validation split in rows of seq_len (default the training length; e.g. twice that for length
-        extrapolation), in order, at most eval_sequences of them, in batches of batch_size (the last may be
-        smaller). A tail shorter than one row is left out."""
+        extrapolation), in order, in batches of batch_size (the last may be smaller). Evaluated are the first
+        eval_sequences rows' worth of tokens at the training length, whatever the length; a tail shorter than one
+        row is left out."""
         length = seq_len or self.seq_len
-        num_rows = max(self._val.num_tokens - 1, 0) // length
-        if self.eval_sequences is not None:
-            num_rows = min(num_rows, self.eval_sequences)
+        held_out = self._val.num_tokens
+        if self.eval_sequences is not None:  # a token budget: other lengths cut the same tokens
+            held_out = min(held_out, self.eval_sequences * self.seq_len + 1)
+        num_rows = max(held_out - 1, 0) // length
         ids = np.arange(num_rows)
         return [self._batch(self._val, ids[i : i + self.batch_size], length)
                 for i in range(0, num_rows, self.batch_size)]
