@@ -17,6 +17,7 @@ import os
 import random
 import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -68,10 +69,11 @@ def train_tokenizer(corpus: Path, path: Path) -> None:
     train_bpe_tokenizer(prepare._batched(sample, 1024), 32768).save(str(path))
 
 
-def peak_rss_of(command: list[str]) -> tuple[float, float, float]:
+def peak_rss_of(command: list[str], max_seconds: float | None = None) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak summed RSS in bytes of the process and its children) of running `command`.
     CPU seconds count the process and its waited-for descendants (the tokenising pool): on a shared machine,
-    tokens per CPU second is the per-process rate that wall time hides."""
+    tokens per CPU second is the per-process rate that wall time hides. After max_seconds the command gets SIGINT
+    (gdn-prepare-data stops its pool and exits; a rerun would resume)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = psutil.Popen(command)
     peak, stop = 0, threading.Event()
@@ -89,12 +91,23 @@ def peak_rss_of(command: list[str]) -> tuple[float, float, float]:
     sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
     sampler.start()
-    if process.wait() != 0:
+    try:
+        code = process.wait(timeout=max_seconds)
+    except psutil.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        code = process.wait()
+    if code != 0 and max_seconds is None:
         raise RuntimeError(f"{command} failed")
     stop.set()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return time.perf_counter() - started, cpu, peak
+
+
+def tokens_written(out: Path) -> int:
+    """Tokens in the finished shards and the one being written (uint16: 2 bytes a token)."""
+    finished = sum(json.loads(p.read_text())["tokens"] for p in out.glob("shard-*.json"))
+    return finished + sum(p.stat().st_size for p in out.glob("shard-*.bin.tmp")) // 2
 
 
 def loader_throughput(prepared: Path, steps: int) -> float:
@@ -103,14 +116,18 @@ def loader_throughput(prepared: Path, steps: int) -> float:
 
     from gdn.data import TokenData
 
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
     torch.set_num_threads(1)
-    data = TokenData(str(prepared), seq_len=4096, batch_size=8)
-    data.train_batch(0)
-    started = time.perf_counter()
-    for index in range(1, steps + 1):
-        data.train_batch(index * 7919 % (data.batches_per_epoch * 4))
-    return steps * 8 * 4096 / (time.perf_counter() - started)
+    try:
+        data = TokenData(str(prepared), seq_len=4096, batch_size=8)
+        data.train_batch(0)
+        started = time.perf_counter()
+        for index in range(1, steps + 1):
+            data.train_batch(index * 7919 % (data.batches_per_epoch * 4))
+        return steps * 8 * 4096 / (time.perf_counter() - started)
+    finally:
+        os.sched_setaffinity(0, cores)  # the next preparation gets every core again
 
 
 def main() -> None:
@@ -119,6 +136,8 @@ def main() -> None:
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_data"))
     parser.add_argument("--loader-steps", type=int, default=200)
+    parser.add_argument("--max-seconds", type=float, help="stop each preparation after this long (then measure the "
+                        "tokens written so far; the loader reads its finished shards)")
     args = parser.parse_args()
     env_python = [sys.executable, "-m", "gdn.data.prepare_cli"]
     tokenizer = args.work / "tokenizer" / "tokenizer.json"
@@ -130,21 +149,24 @@ def main() -> None:
         out = args.work / f"tokens-{size}mb-np{args.num_proc}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
         seconds, cpu, peak = peak_rss_of([*env_python, str(corpus), str(out), "--tokenizer", str(tokenizer),
-                                     "--num-proc", str(args.num_proc), "--no-progress"])
-        manifest = json.loads((out / "manifest.json").read_text())
-        rate = manifest["num_tokens"] / seconds
-        row = {"corpus_mb": size, "num_proc": args.num_proc, "tokens": manifest["num_tokens"],
+                                           "--num-proc", str(args.num_proc), "--no-progress"], args.max_seconds)
+        tokens = tokens_written(out)
+        rate = tokens / seconds
+        row = {"corpus_mb": size, "num_proc": args.num_proc, "tokens": tokens,
+               "finished": (out / "manifest.json").is_file(),
                "seconds": round(seconds, 1), "mtok_s": round(rate / 1e6, 3),
                "mtok_s_per_proc": round(rate / 1e6 / args.num_proc, 3), "cpu_s": round(cpu, 1),
-               "mtok_per_cpu_s": round(manifest["num_tokens"] / cpu / 1e6, 3), "peak_rss_gb": round(peak / 2**30, 3),
-               "loader_mtok_s_1core": round(loader_throughput(out, args.loader_steps) / 1e6, 2)}
+               "mtok_per_cpu_s": round(tokens / cpu / 1e6, 3), "peak_rss_gb": round(peak / 2**30, 3),
+               "loader_mtok_s_1core": (round(loader_throughput(out, args.loader_steps) / 1e6, 2)
+                                       if (out / "manifest.json").is_file() else None)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print("| corpus | tokens | prepare wall (s) | M tokens/s | per process | CPU s | M tokens per CPU s | peak RSS "
-          "| loader, 1 core (8 x 4096) |")
+    print("| corpus | tokens (finished?) | prepare wall (s) | M tokens/s | per process | CPU s | M tokens per CPU s "
+          "| peak RSS | loader, 1 core (8 x 4096) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['corpus_mb']} MB | {r['tokens'] / 1e6:.1f}M | {r['seconds']} | {r['mtok_s']} | "
+        state = "finished" if r["finished"] else "stopped"
+        print(f"| {r['corpus_mb']} MB | {r['tokens'] / 1e6:.1f}M ({state}) | {r['seconds']} | {r['mtok_s']} | "
               f"{r['mtok_s_per_proc']} | {r['cpu_s']} | {r['mtok_per_cpu_s']} | {r['peak_rss_gb']} GB | "
               f"{r['loader_mtok_s_1core']}M tokens/s |")
 
