@@ -104,6 +104,17 @@ def peak_rss_of(command: list[str], max_seconds: float | None = None) -> tuple[f
     return time.perf_counter() - started, cpu, peak
 
 
+def reader_rate(corpus: Path) -> float:
+    """Characters of text per CPU second that gdn-prepare-data's one reading process streams from the corpus (the
+    documents it hands to the tokenising processes): the bound on a many-core node, where it is the one reader."""
+    from gdn.data import sources
+
+    started, characters = time.process_time(), 0
+    for text in sources.stream_documents(str(corpus)):
+        characters += len(text)
+    return characters / (time.process_time() - started)
+
+
 def tokens_written(out: Path) -> int:
     """Tokens in the finished shards and the one being written (uint16: 2 bytes a token)."""
     finished = sum(json.loads(p.read_text())["tokens"] for p in out.glob("shard-*.json"))
@@ -159,6 +170,7 @@ def main() -> None:
                "mtok_per_cpu_s": round(tokens / cpu / 1e6, 3), "peak_rss_gb": round(peak / 2**30, 3),
                "loader_mtok_s_1core": (round(loader_throughput(out, args.loader_steps) / 1e6, 2)
                                        if (out / "manifest.json").is_file() else None)}
+        row["reader_mchars_per_cpu_s"] = round(reader_rate(corpus) / 1e6, 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print("| corpus | tokens (finished?) | prepare wall (s) | M tokens/s | per process | CPU s | M tokens per CPU s "
