@@ -55,6 +55,15 @@ def test_an_interrupted_preparation_resumes_to_the_same_files(parquet_corpus, pr
     assert files_of(tmp_path) == files_of(prepared)
 
 
+def test_a_resume_writes_again_a_finished_shard_whose_file_was_lost(parquet_corpus, prepared, tmp_path):
+    with pytest.raises(PrepareStopped):
+        prepare(str(parquet_corpus), tmp_path, stop_after_shards=6, **SETTINGS)
+    (tmp_path / "shard-00002.bin").unlink()
+    (tmp_path / "shard-00004.bin").write_bytes(b"")
+    prepare(str(parquet_corpus), tmp_path, **SETTINGS)
+    assert files_of(tmp_path) == files_of(prepared)
+
+
 def test_the_cli_prepares_and_verifies(parquet_corpus, prepared, tmp_path, capsys):
     prepare_cli([str(parquet_corpus), str(tmp_path), "--vocab-size", "300", "--val-docs", "20", "--shard-tokens",
                  "1000", "--no-progress", "--tokenizer", str(prepared / "tokenizer.json")])

@@ -28,15 +28,13 @@ def data(corpus_folder, tmp_path_factory) -> TextData:
 def test_every_file_format_yields_the_documents_in_order(file_format, documents, tmp_path):
     path = write_corpus(tmp_path / "corpus", documents, file_format)
     for source in (path, path.parent):  # the file, and the folder holding it
-        loaded = sources.load_documents(str(source), "text", tmp_path / "hf")
-        assert loaded["text"] == documents
+        assert list(sources.stream_documents(str(source))) == documents
 
 
 def test_a_folder_of_mixed_formats_loads_every_file(documents, tmp_path):
     write_corpus(tmp_path / "mixed", documents[:100], "txt")
     write_corpus(tmp_path / "mixed" / "more", documents[100:], "parquet")
-    loaded = sources.load_documents(str(tmp_path / "mixed"), "text", tmp_path / "hf")
-    assert sorted(loaded["text"]) == sorted(documents)
+    assert sorted(sources.stream_documents(str(tmp_path / "mixed"))) == sorted(documents)
 
 
 def test_formats_pack_into_the_same_batches(documents, data, tmp_path):

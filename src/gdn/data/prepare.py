@@ -79,7 +79,8 @@ def prepare(
     writer = _ShardWriter(out, out_dtype, shard_tokens, val_docs, first_shard=len(finished), first_document=skip,
                           stop_after=stop_after_shards)
     documents = itertools.islice(sources.stream_documents(source, text_field, name, split), skip, None)
-    bar = tqdm(desc=f"prepare {out.name}", unit="doc", disable=not progress, initial=skip)
+    bar = tqdm(desc=f"prepare {out.name}", unit="doc", disable=not progress, initial=skip,
+               total=sources.record_count(source, name, split) if progress else None)
     started, tokens = time.perf_counter(), 0
     for chunk_tokens, lengths in _encoded_chunks(documents, tok.to_str(), out_dtype, num_proc):
         writer.add(chunk_tokens, lengths)
@@ -207,12 +208,17 @@ class _ShardWriter:
 
 
 def _finished_shards(out: Path) -> list[dict]:
-    """The records of shards 0, 1, ... that a previous run finished; removes what it left half-written."""
+    """The records of shards 0, 1, ... that a previous run finished and whose files are whole; removes the rest
+    (half-written files, and any shard after a missing or truncated one, which is written again)."""
     records = []
     while (out / f"{shards.shard_stem(len(records))}.json").is_file():
-        records.append(json.loads((out / f"{shards.shard_stem(len(records))}.json").read_text()))
+        record = json.loads((out / f"{shards.shard_stem(len(records))}.json").read_text())
+        tokens, index = out / f"{record['stem']}.bin", out / f"{record['stem']}.idx.npy"
+        if not (tokens.is_file() and index.is_file() and tokens.stat().st_size == record["bytes"]):
+            break
+        records.append(record)
     for stale in out.glob("shard-*"):
-        if not stale.name.endswith(".json") and int(stale.name[6:11]) >= len(records):
+        if int(stale.name[6:11]) >= len(records):
             stale.unlink()
     return records
 
