@@ -1,5 +1,5 @@
-"""data=tokens under 2 real gloo processes: each rank reads only its rows (TokenData.train_rows), and the run
-gives the single-process losses on the same global batches."""
+"""data=tokens and data=text under 2 real gloo processes: each rank reads only its rows (train_rows), the run
+gives the single-process losses on the same global batches, and data=text is prepared once, by rank 0."""
 import pytest
 from omegaconf import OmegaConf
 
@@ -30,3 +30,15 @@ def test_two_ranks_read_their_own_rows_and_give_the_single_process_losses(token_
         assert abs(got - want) <= 1e-5 * abs(want), (two.losses, one.losses)
     assert two.tokens_seen == one.tokens_seen
     assert abs(two.eval_metrics["eval/loss"] - one.eval_metrics["eval/loss"]) <= 1e-5 * one.eval_metrics["eval/loss"]
+
+
+def test_data_text_on_two_ranks_is_prepared_once_by_rank_0(token_dataset, compose_config, tmp_path):
+    corpus = token_dataset / "corpus"
+    cfg = compose_config("data=text", f"data.path={corpus}", "data.vocab_size=300", "data.val_docs=20",
+                         f"data.cache_dir={tmp_path / 'cache'}", *STEPS)
+    two = spawn_runs([(OmegaConf.to_container(cfg, resolve=True), tmp_path / "two")], world_size=2)[0]
+    prepared = list((tmp_path / "cache").iterdir())
+    assert len(prepared) == 1 and (prepared[0] / "manifest.json").is_file()
+    one = run(cfg, tmp_path / "one")  # reads the same cache
+    for got, want in zip(two.losses, one.losses, strict=True):
+        assert abs(got - want) <= 1e-5 * abs(want), (two.losses, one.losses)
