@@ -73,7 +73,7 @@ def prepare(
         shards.write_json_atomically(out / SETTINGS, settings)
 
     tok = _tokenizer(out, given, source, text_field, name, split, vocab_size, tokenizer_sample_bytes)
-    out_dtype = shards.dtype_for(tok.get_vocab_size(), dtype)
+    out_dtype = shards.dtype_for(tok.get_vocab_size(), dtype, str(tokenizer or out / shards.TOKENIZER))
     finished = _finished_shards(out)
     skip = sum(record["documents"] for record in finished)
     writer = _ShardWriter(out, out_dtype, shard_tokens, val_docs, first_shard=len(finished), first_document=skip,

@@ -29,7 +29,7 @@ def shard_stem(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def dtype_for(vocab_size: int, requested: str = "auto") -> str:
+def dtype_for(vocab_size: int, requested: str = "auto", tokenizer: str = "the tokenizer") -> str:
     """uint16 when every token id fits (vocab_size <= 65536), else uint32; a requested dtype too small is an error."""
     fits = "uint16" if vocab_size <= 2**16 else "uint32"
     if requested == "auto":
@@ -37,7 +37,7 @@ def dtype_for(vocab_size: int, requested: str = "auto") -> str:
     if requested not in DTYPES:
         raise ValueError(f"dtype must be auto, uint16 or uint32, got {requested!r}")
     if np.iinfo(DTYPES[requested]).max < vocab_size - 1:
-        raise ValueError(f"the tokenizer's vocabulary of {vocab_size} tokens does not fit {requested} (ids up to "
+        raise ValueError(f"{tokenizer}'s vocabulary of {vocab_size} tokens does not fit {requested} (ids up to "
                          f"{np.iinfo(DTYPES[requested]).max}): use --dtype uint32 or --dtype auto")
     return requested
 
