@@ -92,7 +92,7 @@ def test_a_vocabulary_too_big_for_uint16_is_an_error(parquet_corpus, tmp_path):
     big = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     big.pre_tokenizer = pre_tokenizers.Whitespace()
     big.save(str(tmp_path / "big.json"))
-    with pytest.raises(ValueError, match="big.json's vocabulary of 70001 tokens does not fit uint16.*--dtype uint32"):
+    with pytest.raises(ValueError, match="big.json.s vocabulary of 70002 tokens does not fit uint16.*--dtype uint32"):
         prepare(str(parquet_corpus), tmp_path / "out", tokenizer=tmp_path / "big.json", dtype="uint16",
                 **{**SETTINGS, "vocab_size": 0})
     manifest = prepare(str(parquet_corpus), tmp_path / "out32", tokenizer=tmp_path / "big.json",
