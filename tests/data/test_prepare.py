@@ -144,3 +144,29 @@ def test_a_dataset_of_another_tokenizer_is_an_error(prepared, parquet_corpus, tm
 def test_an_unprepared_folder_says_how_to_prepare_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json does not exist.*gdn-prepare-data"):
         TokenData(str(tmp_path), seq_len=16, batch_size=2)
+
+
+def test_a_killed_preparation_resumes_to_the_same_files(tmp_path):
+    """A real SIGKILL of gdn-prepare-data mid-way (after its third shard), then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from text_corpus import synthetic_documents
+
+    corpus = write_corpus(tmp_path / "corpus", synthetic_documents(num_documents=20000, seed=1), "jsonl")
+    command = [sys.executable, "-m", "gdn.data.prepare_cli", str(corpus), "--vocab-size", "300", "--val-docs", "20",
+               "--shard-tokens", "20000", "--no-progress", "--tokenizer-sample-bytes", "100000"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([*command[:4], str(tmp_path / "once"), *command[4:]], check=True, env=env)
+    process = subprocess.Popen([*command[:4], str(tmp_path / "killed"), *command[4:]], env=env)
+    while not (tmp_path / "killed" / "shard-00002.json").exists():
+        assert process.poll() is None, "the preparation ended before it could be killed"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    subprocess.run([*command[:4], str(tmp_path / "killed"), *command[4:]], check=True, env=env)
+    assert files_of(tmp_path / "killed") == files_of(tmp_path / "once")
