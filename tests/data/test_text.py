@@ -1,18 +1,21 @@
+import itertools
 from pathlib import Path
 
 import pytest
 import torch
 
 from text_corpus import write_corpus
-from gdn.data import TextData, sources, text
+from gdn.data import TextData, TokenData, prepare, sources
 from gdn.data.batch import IGNORE_INDEX
 from gdn.data.tokenizer import END_OF_DOCUMENT
 
 SEQ_LEN = 64
+VAL_DOCS = 40
 
 
 def make(path, cache_dir, **overrides) -> TextData:
-    settings = dict(vocab_size=300, seq_len=SEQ_LEN, batch_size=4, eval_sequences=8, cache_dir=str(cache_dir))
+    settings = dict(vocab_size=300, seq_len=SEQ_LEN, batch_size=4, eval_sequences=8, val_docs=VAL_DOCS,
+                    cache_dir=str(cache_dir))
     return TextData(str(path), **{**settings, **overrides})
 
 
@@ -25,15 +28,13 @@ def data(corpus_folder, tmp_path_factory) -> TextData:
 def test_every_file_format_yields_the_documents_in_order(file_format, documents, tmp_path):
     path = write_corpus(tmp_path / "corpus", documents, file_format)
     for source in (path, path.parent):  # the file, and the folder holding it
-        loaded = sources.load_documents(str(source), "text", tmp_path / "hf")
-        assert loaded["text"] == documents
+        assert list(sources.stream_documents(str(source))) == documents
 
 
 def test_a_folder_of_mixed_formats_loads_every_file(documents, tmp_path):
     write_corpus(tmp_path / "mixed", documents[:100], "txt")
     write_corpus(tmp_path / "mixed" / "more", documents[100:], "parquet")
-    loaded = sources.load_documents(str(tmp_path / "mixed"), "text", tmp_path / "hf")
-    assert sorted(loaded["text"]) == sorted(documents)
+    assert sorted(sources.stream_documents(str(tmp_path / "mixed"))) == sorted(documents)
 
 
 def test_formats_pack_into_the_same_batches(documents, data, tmp_path):
@@ -126,19 +127,24 @@ def test_no_label_crosses_a_document_boundary(data):
                 assert label == ids[p + 1]
 
 
-def test_one_epoch_and_the_eval_set_label_every_document_token_once(documents, corpus_folder, tmp_path):
-    data = make(corpus_folder, tmp_path / "cache", batch_size=1)
-    train_rows = [tuple(data.train_batch(i).input_ids[0].tolist()) for i in range(data.batches_per_epoch)]
+def test_one_epoch_labels_every_training_token_once_and_eval_reads_the_held_out_documents(documents, data):
+    train_rows = [tuple(row) for i in range(data.batches_per_epoch) for row in data.train_batch(i).input_ids.tolist()]
     eval_rows = [tuple(row.tolist()) for batch in data.eval_batches() for row in batch.input_ids]
-    assert len(set(train_rows)) == data.num_train_rows
+    assert len(set(train_rows)) == len(train_rows) == data.batches_per_epoch * data.batch_size
     assert not set(train_rows) & set(eval_rows)
 
-    labelled = sum(data.train_batch(i).num_valid_tokens for i in range(data.batches_per_epoch))
-    labelled += sum(batch.num_valid_tokens for batch in data.eval_batches())
     data.tokenizer.encode_special_tokens = True  # a quoted marker is text, as when the corpus was tokenised
-    encodings = data.tokenizer.encode_batch(documents, add_special_tokens=False)
-    # every token of every document but the first is a label, and so is each document's end marker
-    assert labelled == sum(len(e.ids) for e in encodings)
+    lengths = [len(e.ids) + 1 for e in data.tokenizer.encode_batch(documents, add_special_tokens=False)]
+    data.tokenizer.encode_special_tokens = False
+    held_out, train = lengths[:VAL_DOCS], lengths[VAL_DOCS:]
+    assert data.num_train_rows == (sum(train) - 1) // SEQ_LEN
+    # every training position after the first is a label unless it starts a document (the EOD before it is no input
+    # whose label crosses documents); rows not drawn in this epoch's whole batches are the only ones left out
+    starts = set(itertools.accumulate(train[:-1]))
+    labelled = sum(data.train_batch(i).num_valid_tokens for i in range(data.batches_per_epoch))
+    drawn = data.batches_per_epoch * data.batch_size
+    assert labelled <= drawn * SEQ_LEN and labelled >= drawn * SEQ_LEN - len(starts)
+    assert len(eval_rows) == min(8, (sum(held_out) - 1) // SEQ_LEN)
 
 
 def test_train_batches_are_deterministic_resumable_and_reshuffled_each_epoch(corpus_folder, data):
@@ -160,28 +166,42 @@ def test_eval_batches_are_fixed(data):
         assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.cu_seqlens, b.cu_seqlens)
 
 
-def test_second_run_reads_the_cache(documents, tmp_path, monkeypatch):
+def test_second_run_reads_the_cache_at_any_seq_len(documents, tmp_path, monkeypatch):
     path = write_corpus(tmp_path / "corpus", documents, "jsonl")
     first = make(path, tmp_path / "cache")
 
     def fail(*args, **kwargs):
         raise AssertionError("the cached tokens should have been used")
 
-    monkeypatch.setattr(sources, "load_documents", fail)
-    monkeypatch.setattr(text, "train_bpe_tokenizer", fail)
+    monkeypatch.setattr(sources, "stream_documents", fail)
+    monkeypatch.setattr(prepare, "train_bpe_tokenizer", fail)
     second = make(path, tmp_path / "cache")
     assert torch.equal(second.train_batch(0).input_ids, first.train_batch(0).input_ids)
-    with pytest.raises(AssertionError, match="cached tokens"):  # another seq_len is another cache entry
-        make(path, tmp_path / "cache", seq_len=32)
+    make(path, tmp_path / "cache", seq_len=32)  # another seq_len reads the same tokens
     write_corpus(tmp_path / "corpus", documents[:-1], "jsonl")
-    with pytest.raises(AssertionError, match="cached tokens"):  # so is an edited corpus
+    with pytest.raises(AssertionError, match="cached tokens"):  # an edited corpus is prepared again
         make(path, tmp_path / "cache")
 
 
-def test_eval_fraction_and_too_small_corpus(corpus_folder, data, tmp_path):
+def test_data_text_batches_equal_data_tokens_batches_of_the_same_preparation(corpus_folder, data, tmp_path):
+    prepared = tmp_path / "prepared"
+    prepare.prepare(str(corpus_folder), prepared, tokenizer=data.tokenizer_path, val_docs=VAL_DOCS, progress=False)
+    tokens = TokenData(str(prepared), seq_len=SEQ_LEN, batch_size=4, eval_sequences=8)
+    text_with_that_tokenizer = make(corpus_folder, tmp_path / "cache", tokenizer=str(data.tokenizer_path))
+    for index in (0, 7, tokens.batches_per_epoch + 1):
+        a, b = tokens.train_batch(index), text_with_that_tokenizer.train_batch(index)
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.cu_seqlens, b.cu_seqlens)
+    long_rows = tokens.eval_batches(2 * SEQ_LEN)[0], text_with_that_tokenizer.eval_batches(2 * SEQ_LEN)[0]
+    assert torch.equal(long_rows[0].labels, long_rows[1].labels)
+
+
+def test_eval_rows_and_too_small_corpus(corpus_folder, data):
     cache = Path(data.tokenizer_path).parent.parent
-    assert len(make(corpus_folder, cache, eval_sequences=0.05).eval_row_ids) == round(0.05 * (data.num_train_rows + 8))
+    assert sum(len(b.input_ids) for b in make(corpus_folder, cache, eval_sequences=3).eval_batches()) == 3
     with pytest.raises(ValueError, match="fewer than one batch of 4096"):
         make(corpus_folder, cache, batch_size=4096)
-    with pytest.raises(ValueError, match=r"eval_sequences must be a row count >= 1 or a fraction in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"eval_sequences must be a row count >= 1 or null"):
         make(corpus_folder, cache, eval_sequences=1.5)
+    with pytest.raises(ValueError, match="all 300 documents .* went to the validation split: lower --val-docs"):
+        make(corpus_folder, cache, val_docs=1000)

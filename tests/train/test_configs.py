@@ -17,8 +17,15 @@ def write_corpus(folder: Path) -> Path:
     g = torch.Generator().manual_seed(0)
     lines = [" ".join(words[i] for i in torch.randint(len(words), (12,), generator=g)) for _ in range(200)]
     path = folder / "corpus.txt"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n\n".join(lines) + "\n")  # a blank line between documents
     return path
+
+
+def prepare_tokens(corpus: Path, out: Path) -> Path:
+    from gdn.data.prepare import prepare
+
+    prepare(str(corpus), out, vocab_size=300, val_docs=0, progress=False)
+    return out
 
 
 def instantiate_all(cfg):
@@ -46,6 +53,8 @@ def test_every_choice_of_every_group_instantiates(compose_config, group, tmp_pat
         cfg = compose_config(override)
         if "path" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "path"):
             cfg.data.path = str(corpus)  # text data needs a corpus; the test writes one
+        if cfg.data._target_ == "gdn.data.TokenData":  # ... and token data that corpus prepared
+            cfg.data.path = str(prepare_tokens(corpus, tmp_path / "tokens"))
         instantiate_all(cfg)
 
 

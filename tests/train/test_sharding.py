@@ -1,13 +1,20 @@
 """Data-parallel layout: each rank's rows of a packed batch, the dp_replicate x dp_shard check, Slurm -> torchrun
 variables."""
+import numpy as np
 import pytest
 import torch
 
-from gdn.data.packing import batch_from_rows
+from gdn.data.packing import batch_from_windows
 from gdn.train.distributed import ParallelDims, first_slurm_host, slurm_to_torch_env
 from gdn.train.sharding import shard_rows
 
 END = 1
+
+
+def batch_from_rows(packed: torch.Tensor, end: int):
+    """The Batch of token windows whose documents start after each `end` token."""
+    windows = packed.numpy()
+    return batch_from_windows(windows, [np.flatnonzero(row[:-1] == end) + 1 for row in windows])
 
 
 def test_each_rank_gets_what_packing_its_rows_alone_gives():

@@ -76,9 +76,24 @@ class TextDataConfig:
     seq_len: int = MISSING
     batch_size: int = MISSING
     seed: int = MISSING
-    eval_sequences: Any = MISSING  # a row count (int >= 1) or a fraction in (0, 1): no Union in OmegaConf
+    eval_sequences: Optional[int] = MISSING
+    val_docs: int = MISSING
     cache_dir: str = MISSING
     text_field: str = MISSING
+    num_proc: int = MISSING
+
+
+@dataclass
+class TokensDataConfig:
+    _target_: str = "gdn.data.TokenData"
+    path: str = MISSING
+    tokenizer: Optional[str] = MISSING
+    seq_len: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    eval_sequences: Optional[int] = MISSING
+    verify: bool = MISSING
+    vocab_size: int = MISSING
 
 
 @dataclass
@@ -138,6 +153,7 @@ SCHEMAS = {
     ("trainer", SCHEMA): TrainerConfig,
     ("data", f"{SCHEMA}_mqar"): MQARDataConfig,
     ("data", f"{SCHEMA}_text"): TextDataConfig,
+    ("data", f"{SCHEMA}_tokens"): TokensDataConfig,
     ("optim", SCHEMA): OptimConfig,
     ("sched", f"{SCHEMA}_cosine"): WarmupCosineConfig,
     ("sched", f"{SCHEMA}_constant"): WarmupConstantConfig,

@@ -1,14 +1,16 @@
 """Data modules: each has vocab_size, train_batch(index) and eval_batches(), and yields `Batch`es."""
-from gdn.data.batch import Batch
-from gdn.data.mqar import MQARData, query_accuracy
 
-__all__ = ["Batch", "MQARData", "TextData", "query_accuracy"]
+__all__ = ["Batch", "MQARData", "TextData", "TokenData", "query_accuracy"]
+
+# Loaded on use: TextData pulls in HF datasets and tokenizers (slow to import, maybe absent where only MQAR runs), and
+# gdn-prepare-data's tokenising processes import this package without needing torch at all.
+_HOMES = {"Batch": "gdn.data.batch", "MQARData": "gdn.data.mqar", "query_accuracy": "gdn.data.mqar",
+          "TextData": "gdn.data.text", "TokenData": "gdn.data.tokens"}
 
 
 def __getattr__(name: str):
-    # TextData pulls in HF datasets and tokenizers (slow to import, maybe absent where only MQAR runs): load on use.
-    if name == "TextData":
-        from gdn.data.text import TextData
+    if name in _HOMES:
+        import importlib
 
-        return TextData
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

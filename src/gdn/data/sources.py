@@ -1,4 +1,4 @@
-"""Where documents come from: local .txt/.json/.jsonl/.parquet files, or a Hugging Face hub dataset.
+"""Where documents come from: local .txt/.json/.jsonl/.parquet files, or a Hugging Face hub dataset, streamed.
 
 A .txt file holds documents separated by a blank line; json, jsonl and parquet hold one document per record,
 in the `text_field` column.
@@ -12,25 +12,6 @@ import datasets
 
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 EXPECTED = "a file or folder of .txt/.json/.jsonl/.parquet files, or a reachable Hugging Face hub dataset name"
-
-
-def load_documents(path: str, text_field: str, cache_dir: Path) -> datasets.Dataset:
-    """A dataset with a single "text" column: every document of `path`, files in sorted order."""
-    local = Path(path).expanduser()
-    if not local.exists():
-        return _load_hub(path, text_field, cache_dir)
-    files = local_files(local)
-    parts = []
-    for builder in sorted({BUILDERS[f.suffix] for f in files}):
-        part = datasets.load_dataset(
-            builder,
-            data_files=[str(f) for f in files if BUILDERS[f.suffix] == builder],
-            split="train",
-            cache_dir=str(cache_dir),
-            **({"sample_by": "paragraph"} if builder == "text" else {}),
-        )
-        parts.append(_text_column(part, "text" if builder == "text" else text_field, path))
-    return datasets.concatenate_datasets(parts)
 
 
 def local_files(path: Path) -> list[Path]:
@@ -50,25 +31,53 @@ def fingerprint(path: str) -> str:
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
 
 
-def text_batches(dataset: datasets.Dataset, batch_size: int = 1024) -> Iterator[list[str]]:
-    """The non-empty documents, in dataset order, in lists of up to batch_size."""
-    for batch in dataset.iter(batch_size=batch_size):
-        yield [text for text in batch["text"] if text and not text.isspace()]
-
-
-def _load_hub(path: str, text_field: str, cache_dir: Path) -> datasets.Dataset:
+def stream_documents(
+    path: str, text_field: str = "text", name: str | None = None, split: str = "train"
+) -> Iterator[str]:
+    """The non-empty documents of `path` one by one, never holding the source in memory: local files (in sorted
+    order) or a hub dataset, both through `datasets.load_dataset(..., streaming=True)`."""
+    local = Path(path).expanduser()
+    if local.exists():
+        for file in local_files(local):  # one file at a time keeps the sorted file order across formats
+            builder = BUILDERS[file.suffix]
+            stream = datasets.load_dataset(
+                builder, data_files=[str(file)], split="train", streaming=True,
+                **({"sample_by": "paragraph"} if builder == "text" else {}),
+            )
+            yield from _texts(stream, "text" if builder == "text" else text_field, str(file))
+        return
     missing = f"data path {path!r} does not exist: expected {EXPECTED}"
     if Path(path).is_absolute() or Path(path).suffix in BUILDERS:  # clearly meant as a local path
         raise FileNotFoundError(missing)
     try:
-        dataset = datasets.load_dataset(path, split="train", cache_dir=str(cache_dir))
+        stream = datasets.load_dataset(path, name=name, split=split, streaming=True)
     except Exception as err:
         raise FileNotFoundError(missing) from err
-    return _text_column(dataset, text_field, path)
+    yield from _texts(stream, text_field, path)
 
 
-def _text_column(dataset: datasets.Dataset, text_field: str, path: str) -> datasets.Dataset:
-    if text_field not in dataset.column_names:
-        raise ValueError(f"{path!r} has no text field {text_field!r}; its columns are {dataset.column_names}")
-    dataset = dataset.select_columns([text_field])
-    return dataset if text_field == "text" else dataset.rename_column(text_field, "text")
+def record_count(path: str, name: str | None = None, split: str = "train") -> int | None:
+    """The number of records where it is known without reading the data (parquet footers, a hub dataset's
+    metadata), for a progress bar's ETA; empty records among them are skipped later. None where unknown."""
+    local = Path(path).expanduser()
+    try:
+        if local.exists():
+            files = local_files(local)
+            if any(f.suffix != ".parquet" for f in files):
+                return None
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        return datasets.load_dataset_builder(path, name).info.splits[split].num_examples
+    except Exception:  # a count is a nicety: no count, no ETA
+        return None
+
+
+def _texts(records, text_field: str, where: str) -> Iterator[str]:
+    for record in records:
+        if text_field not in record:
+            raise ValueError(f"{where!r} has no text field {text_field!r}; its fields are {sorted(record)}: "
+                             f"pass the right one with --text-field (data.text_field)")
+        text = record[text_field]
+        if text and not text.isspace():
+            yield text

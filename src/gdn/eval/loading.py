@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from gdn.run_folder import TOKENIZER_FILE, CheckpointInfo, load_run_config, locate, read_checkpoint
 
-TEXT_DATA_TARGET = "gdn.data.TextData"
+TEXT_DATA_TARGETS = ("gdn.data.TextData", "gdn.data.TokenData")  # the data modules of text runs
 
 
 @dataclass
@@ -28,7 +28,7 @@ class LoadedRun:
 
     @property
     def is_text(self) -> bool:
-        return self.config.data.get("_target_") == TEXT_DATA_TARGET
+        return self.config.data.get("_target_") in TEXT_DATA_TARGETS
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
@@ -50,7 +50,7 @@ def build_model(config: DictConfig, weights: dict[str, torch.Tensor]) -> torch.n
 def load_run_tokenizer(run_dir: Path, config: DictConfig):
     """The text tokenizer of a text run (None for other data): the run's copy, the configured tokenizer.json, or
     the one TextData trained and cached (found by building the data module from its cache)."""
-    if config.data.get("_target_") != TEXT_DATA_TARGET:
+    if config.data.get("_target_") not in TEXT_DATA_TARGETS:
         return None
     from gdn.data.tokenizer import load_tokenizer
 

@@ -3,6 +3,7 @@ logs at 1x and 2x). Text runs cut the same held-out tokens into longer rows; MQA
 longer length with the run's number of key-value pairs."""
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Sequence
 
@@ -30,7 +31,7 @@ def mean_token_loss(model: torch.nn.Module, batches: Iterable[Batch], device: to
 
 def heldout_batches(data_config: DictConfig, data, seq_len: int) -> list[Batch]:
     """The run's held-out batches at `seq_len` tokens per row."""
-    if hasattr(data, "eval_row_ids"):  # TextData: the same held-out tokens in rows of seq_len
+    if "seq_len" in inspect.signature(data.eval_batches).parameters:  # text: the same held-out tokens, rows of seq_len
         return data.eval_batches(seq_len=seq_len)
     return instantiate(data_config, seq_len=seq_len, _convert_="all").eval_batches()
 

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gdn.eval.loading import TEXT_DATA_TARGET
+from gdn.eval.loading import TEXT_DATA_TARGETS
 from gdn.eval.mqar_grid import mqar_grid
 from gdn.eval.niah import niah_accuracy
 from gdn.eval.perplexity import length_extrapolation
@@ -85,7 +85,7 @@ def _niah(model, cfg, tokenizer, target, result: SuiteResult) -> None:
 
 
 def _lm_eval(model, run_config, eval_cfg, tokenizer, result: SuiteResult) -> None:
-    if tokenizer is None or run_config.data.get("_target_") != TEXT_DATA_TARGET:
+    if tokenizer is None or run_config.data.get("_target_") not in TEXT_DATA_TARGETS:
         result.notes.append("lm-eval tasks skipped: they need a text run (a text tokenizer)")
         return
     from gdn.eval.lm_eval_adapter import run_lm_eval_tasks

@@ -29,3 +29,12 @@ def shard_rows(batch: Batch, rank: int, world_size: int) -> Batch:
             raise ValueError("cu_seqlens must mark a document start at every row start to shard rows over ranks")
         cu_seqlens = (inside - first).to(torch.int32)
     return Batch(batch.input_ids[start:stop], batch.labels[start:stop], cu_seqlens)
+
+
+def rank_batch(data, index: int, rank: int, world_size: int) -> Batch:
+    """This rank's rows of global micro-batch `index`: read alone where the data module can (`train_rows`, e.g.
+    TokenData), else cut from the whole global batch."""
+    train_rows = getattr(data, "train_rows", None)
+    if train_rows is not None:
+        return train_rows(index, rank, world_size)
+    return shard_rows(data.train_batch(index), rank, world_size)

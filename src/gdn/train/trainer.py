@@ -22,7 +22,7 @@ from gdn.train.loss import ChunkedLossHead, count_correct, summed_cross_entropy
 from gdn.train.metrics import ThroughputMeter, bf16_peak_flops, memory_metrics
 from gdn.train.non_finite import describe_non_finite
 from gdn.train.parallelize import ParallelSettings
-from gdn.train.sharding import shard_rows
+from gdn.train.sharding import rank_batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -193,9 +193,8 @@ class Trainer:
         The loss is the sum over this rank's valid tokens / the valid tokens of the whole step on all ranks, so
         summing gradients over ranks (FSDP's division is off) gives the gradient of the global mean."""
         self._data_wait = time.perf_counter()
-        global_batches = [self.data.train_batch(self.data_position + i) for i in range(self.settings.grad_accum)]
-        batches = [shard_rows(b, self.rank, self.world_size).to(self.device, non_blocking=True)
-                   for b in global_batches]
+        batches = [rank_batch(self.data, self.data_position + i, self.rank, self.world_size).to(
+            self.device, non_blocking=True) for i in range(self.settings.grad_accum)]
         valid = torch.tensor(float(sum(b.num_valid_tokens for b in batches)), device=self.device)
         valid_tokens = max(dist_utils.all_reduce_sum(valid).item(), 1.0)
         self._data_wait = time.perf_counter() - self._data_wait
@@ -218,7 +217,7 @@ class Trainer:
             self._on_non_finite(loss_value, norm_value)  # raises unless the step is skipped
         self.optimizer.zero_grad(set_to_none=True)
         self.data_position += self.settings.grad_accum
-        self.tokens_seen += sum(b.input_ids.numel() for b in global_batches)
+        self.tokens_seen += self.world_size * sum(b.input_ids.numel() for b in batches)  # ranks hold equal rows
         return loss_value, norm_value
 
     def _on_non_finite(self, loss: float, grad_norm: float) -> None:
