@@ -108,6 +108,10 @@ def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
             continue
         triton, torch_ = losses[name], losses[f"{model}-torch"]
         steps = sorted(set(triton) & set(torch_))
+        if not steps:
+            result[model] = {"steps": 0, "steps_triton": len(triton), "steps_torch": len(torch_)}
+            print(f"{model}: no step logged by both runs (triton {len(triton)}, torch {len(torch_)})")
+            continue
         diffs = [abs(triton[s] - torch_[s]) for s in steps]
         relative = [d / abs(torch_[s]) for d, s in zip(diffs, steps)]
         worst = max(range(len(steps)), key=diffs.__getitem__)
@@ -122,6 +126,8 @@ def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
     if not result:
         raise SystemExit(f"no <model>-triton / <model>-torch pair of runs in {experiment!r}: found {sorted(losses)}")
     out.write_text(json.dumps(result, indent=2) + "\n")
+    if any(entry["steps"] == 0 for entry in result.values()):
+        raise SystemExit("a pair of runs has no common step: see the training logs")
     return result
 
 

@@ -6,14 +6,15 @@
 #            that sees the image's packages; gdn-train, gdn-sweep and gdn-report on PATH; versions (~1 min)
 #   corpus   the .py files under the image's site-packages, one document per file (sorted, none over 1 MB), capped
 #            at $CORPUS_MB (120) MB; the BPE tokenizer and the token stream built once into data=text's cache (~2-3 min)
-#   sweep    gdn-sweep baselines: the seven architectures at scale=small, default AdamW + cosine, $STEPS (400) steps
+#   sweep    gdn-sweep baselines: the seven architectures at scale=small, default AdamW + cosine, $STEPS (300) steps
 #            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~9 min)
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches); per model the largest and mean relative train-loss difference to $OUT/agree.json
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
 #   bash benchmarks/product_check.sh install corpus          # then: ... sweep   and   ... agree
-# PRODUCT_CHECK_TINY=1: the same path at tiny sizes on the CPU (scale=tiny, a 2 MB corpus, 20 steps), to test it.
+# PRODUCT_CHECK_TINY=1: the same path at tiny sizes on the CPU (scale=tiny, a 2 MB corpus, 20 steps; agree: 2 steps,
+# the Triton kernels under TRITON_INTERPRET=1), to test it.
 set -o pipefail
 parts=("${@:-install}")
 start=$SECONDS
@@ -25,16 +26,16 @@ if [[ -n ${PRODUCT_CHECK_TINY:-} ]]; then
     export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     py=${PYTHON:-python3}
     ROOT=${GDN_PRODUCT_ROOT:-/tmp/gdn-product-tiny}
-    CORPUS_MB=${CORPUS_MB:-2} STEPS=${STEPS:-20} AGREE_STEPS=${AGREE_STEPS:-20}
+    CORPUS_MB=${CORPUS_MB:-2} STEPS=${STEPS:-20} AGREE_STEPS=${AGREE_STEPS:-2}
     size=(scale=tiny data.vocab_size=512 data.seq_len=128 data.batch_size=4 trainer.device=cpu)
-    vocab=512 seq_len=128 wheel_site=
+    vocab=512 seq_len=128 wheel_site= tiny=1
 else
     source benchmarks/device_env.sh
     py=python3
     ROOT=${GDN_PRODUCT_ROOT:-/tmp/gdn-product}
-    CORPUS_MB=${CORPUS_MB:-120} STEPS=${STEPS:-400} AGREE_STEPS=${AGREE_STEPS:-200}
+    CORPUS_MB=${CORPUS_MB:-120} STEPS=${STEPS:-300} AGREE_STEPS=${AGREE_STEPS:-200}
     size=(scale=small data.vocab_size=8192 data.seq_len=2048 data.batch_size=16)
-    vocab=8192 seq_len=2048 wheel_site=/tmp/site  # device_env.sh installed .whl-gdn/ there
+    vocab=8192 seq_len=2048 tiny= wheel_site=/tmp/site  # device_env.sh installed .whl-gdn/ there
 fi
 mkdir -p "$ROOT"
 venv=$ROOT/venv corpus=$ROOT/corpus.jsonl cache=$ROOT/cache/text
@@ -119,7 +120,9 @@ agree() {
             # each of the four runs gets a quarter of what is left (less for the comparison)
             limit=$((($(seconds_left) - 20) / runs_left--))
             echo "== $model, backend $backend: $AGREE_STEPS steps, at most $limit s"
-            timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "model.mixers.$model.backend=$backend" \
+            # the CPU test runs the Triton kernels under the interpreter
+            env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
+                timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "model.mixers.$model.backend=$backend" \
                 seed=0 trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
                 trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false logging.experiment_name=agree \
                 logging.run_name="$model-$backend" || status=1
