@@ -29,6 +29,7 @@ if [[ -n ${PRODUCT_CHECK_TINY:-} ]]; then
     CORPUS_MB=${CORPUS_MB:-2} STEPS=${STEPS:-20} AGREE_STEPS=${AGREE_STEPS:-2}
     size=(scale=tiny data.vocab_size=512 data.seq_len=128 data.batch_size=4 trainer.device=cpu)
     vocab=512 seq_len=128 wheel_site= tiny=1
+    agree_size=(data.seq_len=64 data.batch_size=1 data.eval_sequences=2)  # few programs for the Triton interpreter
 else
     source benchmarks/device_env.sh
     py=python3
@@ -36,6 +37,7 @@ else
     CORPUS_MB=${CORPUS_MB:-120} STEPS=${STEPS:-300} AGREE_STEPS=${AGREE_STEPS:-200}
     size=(scale=small data.vocab_size=8192 data.seq_len=2048 data.batch_size=16)
     vocab=8192 seq_len=2048 tiny= wheel_site=/tmp/site  # device_env.sh installed .whl-gdn/ there
+    agree_size=()
 fi
 mkdir -p "$ROOT"
 venv=$ROOT/venv corpus=$ROOT/corpus.jsonl cache=$ROOT/cache/text
@@ -102,6 +104,9 @@ sweep() {
     # a fresh MLflow store per sweep: the report then holds this sweep's runs only (the token cache is shared)
     export GDN_OUTPUT_ROOT=$ROOT/sweep-$(date +%H%M%S)
     local limit=$(($(seconds_left) - 45)) t0=$SECONDS status=0
+    if ((limit < 120)); then
+        echo "only $limit s left of this call for the sweep: run the sweep part in a call of its own"; return 1
+    fi
     echo "gdn-sweep baselines: $STEPS steps per architecture, at most $limit s"
     timeout -s INT "$limit" gdn-sweep baselines "${data[@]}" trainer.max_steps="$STEPS" \
         trainer.eval_every="$STEPS" trainer.checkpoint_every="$STEPS" sched.warmup_steps=$((STEPS / 10)) || status=1
@@ -122,10 +127,10 @@ agree() {
             echo "== $model, backend $backend: $AGREE_STEPS steps, at most $limit s"
             # the CPU test runs the Triton kernels under the interpreter
             env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
-                timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "model.mixers.$model.backend=$backend" \
-                seed=0 trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
-                trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false logging.experiment_name=agree \
-                logging.run_name="$model-$backend" || status=1
+                timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
+                "model.mixers.$model.backend=$backend" seed=0 trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 \
+                trainer.eval_every="$AGREE_STEPS" trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
+                logging.experiment_name=agree logging.run_name="$model-$backend" || status=1
         done
     done
     "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
