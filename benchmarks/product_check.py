@@ -1,0 +1,165 @@
+"""Helpers of benchmarks/product_check.sh (issue 13, items 5 and 6), one subcommand each:
+
+    python3 benchmarks/product_check.py requirements NAME...        # unmet Requires-Dist of NAME and its needs
+    python3 benchmarks/product_check.py corpus OUT.jsonl --max-mb 120  # site-packages' .py files, one per line
+    python3 benchmarks/product_check.py tokenize CORPUS --cache-dir D --vocab-size V --seq-len L
+    python3 benchmarks/product_check.py agree --tracking-uri URI --experiment agree --out agree.json
+"""
+import argparse
+import json
+import site
+import sys
+import sysconfig
+from pathlib import Path
+
+
+def unmet_requirements(roots: list[str]) -> list[str]:
+    """Every requirement of `roots` and of their needs (extras left out) not met by what sys.path holds."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    problems, seen, stack = [], set(), list(roots)
+    while stack:
+        name = canonicalize_name(stack.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{name}: not installed")
+            continue
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            try:
+                have = metadata.version(req.name)
+            except metadata.PackageNotFoundError:
+                problems.append(f"{name} needs {req}: not installed")
+                continue
+            if req.specifier and not req.specifier.contains(have, prereleases=True):
+                problems.append(f"{name} needs {req}: {have} installed")
+            stack.append(req.name)
+    return problems
+
+
+def site_packages() -> Path:
+    """This interpreter's site-packages (the image's packages on the GPU machine)."""
+    candidates = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    return next(Path(p) for p in candidates if Path(p).is_dir())
+
+
+def write_corpus(out: Path, max_mb: float, max_file_bytes: int = 1 << 20) -> tuple[int, int]:
+    """The .py files under site-packages in sorted path order, one {"text": ...} line each, until max_mb of text.
+    Files over max_file_bytes (generated tables) and files that are not UTF-8 are left out."""
+    root, budget = site_packages(), int(max_mb * 1e6)
+    documents = written = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for path in sorted(root.rglob("*.py")):
+            if not path.is_file() or path.stat().st_size > max_file_bytes:
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if not text.strip():
+                continue
+            f.write(json.dumps({"text": text}) + "\n")
+            documents, written = documents + 1, written + len(text.encode())
+            if written >= budget:
+                break
+    print(f"corpus: {documents} documents, {written / 1e6:.1f} MB of text from {root} -> {out}")
+    return documents, written
+
+
+def tokenize(corpus: str, cache_dir: str, vocab_size: int, seq_len: int) -> None:
+    """Train the tokenizer and tokenise the corpus into data=text's cache, as the first training job would."""
+    from gdn.data import TextData
+
+    data = TextData(corpus, vocab_size=vocab_size, seq_len=seq_len, batch_size=1, eval_sequences=64,
+                    cache_dir=cache_dir)
+    tokens = data.num_train_rows * seq_len
+    print(f"tokenised: {data.num_train_rows} train rows of {seq_len} ({tokens / 1e6:.1f} M tokens), "
+          f"vocab {data.vocab_size}, tokenizer {data.tokenizer_path}")
+
+
+def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
+    """Per model, the train loss of run `<model>-triton` against `<model>-torch` (the newest run of each name)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"no experiment {experiment!r} in {tracking_uri}: run the agree trainings first")
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+    losses = {}
+    for run in runs:
+        name = run.info.run_name
+        if name not in losses:
+            losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
+    result = {}
+    for name in sorted(losses):
+        model, _, backend = name.rpartition("-")
+        if backend != "triton" or f"{model}-torch" not in losses:
+            continue
+        triton, torch_ = losses[name], losses[f"{model}-torch"]
+        steps = sorted(set(triton) & set(torch_))
+        if not steps:
+            result[model] = {"steps": 0, "steps_triton": len(triton), "steps_torch": len(torch_)}
+            print(f"{model}: no step logged by both runs (triton {len(triton)}, torch {len(torch_)})")
+            continue
+        diffs = [abs(triton[s] - torch_[s]) for s in steps]
+        relative = [d / abs(torch_[s]) for d, s in zip(diffs, steps)]
+        worst = max(range(len(steps)), key=diffs.__getitem__)
+        result[model] = {
+            "steps": len(steps), "max_abs_diff": diffs[worst], "at_step": steps[worst],
+            "mean_rel_diff": sum(relative) / len(relative), "final_loss_triton": triton[steps[-1]],
+            "final_loss_torch": torch_[steps[-1]], "finite": all(v == v for v in [*triton.values(), *torch_.values()]),
+        }
+        print(f"{model}: {len(steps)} steps, max |loss_triton - loss_torch| {diffs[worst]:.4f} at step "
+              f"{steps[worst]}, mean relative difference {result[model]['mean_rel_diff']:.2e}, final loss "
+              f"{triton[steps[-1]]:.4f} (triton) / {torch_[steps[-1]]:.4f} (torch)")
+    if not result:
+        raise SystemExit(f"no <model>-triton / <model>-torch pair of runs in {experiment!r}: found {sorted(losses)}")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if any(entry["steps"] == 0 for entry in result.values()):
+        raise SystemExit("a pair of runs has no common step: see the training logs")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    requirements = commands.add_parser("requirements")
+    requirements.add_argument("names", nargs="+")
+    corpus = commands.add_parser("corpus")
+    corpus.add_argument("out", type=Path)
+    corpus.add_argument("--max-mb", type=float, default=120)
+    tok = commands.add_parser("tokenize")
+    tok.add_argument("corpus")
+    tok.add_argument("--cache-dir", required=True)
+    tok.add_argument("--vocab-size", type=int, required=True)
+    tok.add_argument("--seq-len", type=int, required=True)
+    agree = commands.add_parser("agree")
+    agree.add_argument("--tracking-uri", required=True)
+    agree.add_argument("--experiment", default="agree")
+    agree.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.command == "requirements":
+        problems = unmet_requirements(args.names)
+        print("\n".join(problems) if problems else f"requirements of {', '.join(args.names)}: all met")
+        sys.exit(1 if problems else 0)
+    elif args.command == "corpus":
+        write_corpus(args.out, args.max_mb)
+    elif args.command == "tokenize":
+        tokenize(args.corpus, args.cache_dir, args.vocab_size, args.seq_len)
+    else:
+        agreement(args.tracking_uri, args.experiment, args.out)
+
+
+if __name__ == "__main__":
+    main()
