@@ -77,3 +77,5 @@ def test_a_wheel_installed_in_a_fresh_venv_trains_the_default_from_any_directory
     assert "final eval accuracy" in result.stdout
     checkpoints = list((tmp_path / "out" / "runs").glob("*/*/checkpoints/step-000003"))
     assert len(checkpoints) == 1 and (checkpoints[0].parent / "latest").exists()
+    assert not (work / "mlruns").exists()  # MLflow's artifacts go beside its store, not into the cwd
+    assert (tmp_path / "out" / "mlartifacts").is_dir()

@@ -7,6 +7,8 @@ Since MLflow 3.17 the UI takes the kind from its own GenAI / Model training swit
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 INFERRED_KINDS = ("", "no_inferred_type")  # the UI's own guesses, besides the `*_inferred` kinds
@@ -19,16 +21,26 @@ def needs_kind(tags: dict[str, str]) -> bool:
     return kind is None or kind in INFERRED_KINDS or kind.endswith("_inferred")
 
 
+def local_artifact_location(tracking_uri: str) -> str | None:
+    """Beside an sqlite store, `mlartifacts/` next to its file; None (the store's default) elsewhere. MLflow's own
+    default for a local store is ./mlruns of whatever folder the command ran in."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").as_uri()
+
+
 def training_experiment_id(client, name: str) -> str:
     """The id of the experiment `name` (an MlflowClient's store), created if missing, as a model-training
-    experiment; an existing one without a chosen kind gets the tag."""
+    experiment (its artifacts beside an sqlite store); an existing one without a chosen kind gets the tag."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+            return client.create_experiment(name, artifact_location=local_artifact_location(client.tracking_uri),
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except MlflowException as error:  # another process (a parallel job) created it first
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
