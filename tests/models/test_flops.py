@@ -2,8 +2,8 @@
 
 FlopCounterMode counts matmuls and convolutions only, so the comparisons use the matmul terms (matmul_only=True)
 and are exact (equality), after two documented differences between what a CPU path executes and what we count:
-- the UT inverse: we count forward substitution, (C^3 - C) / 3 per chunk and head; the PyTorch path squares
-  repeatedly, log2(C) - 1 rounds of two C x C matmuls;
+- the UT inverse: we count forward substitution, (C^3 - C) / 3 per chunk and head; the PyTorch path doubles
+  inverted diagonal blocks, two b x b matmuls per pair of blocks at b = 1, 2, ..., C / 2: 2 C (C^2 - 1) / 3;
 - attention: we count the visible (query, key) pairs; SDPA's math path multiplies all T x T pairs.
 """
 import pytest
@@ -31,11 +31,12 @@ def counted_flops(module, *inputs) -> int:
     return counter.get_total_flops()
 
 
-def repeated_squaring_flops(mixer: GatedDeltaNet, seq_len: int) -> int:
-    """The PyTorch path's (I + A)^-1: (C-1).bit_length() - 1 rounds of two C x C matmuls, per chunk and head."""
+def block_doubling_flops(mixer: GatedDeltaNet, seq_len: int) -> int:
+    """The PyTorch path's (I + A)^-1, per chunk and head: at each block size b = 1, 2, ..., C / 2, C / (2b) pairs
+    of blocks take two b x b matmuls (2 b^3 FLOPs each), 2 C b^2 in all: 2 C (C^2 - 1) / 3 (C a power of two)."""
     C = running_chunk_size(mixer, seq_len)
-    rounds = (C - 1).bit_length() - 1
-    return (seq_len // C) * mixer.num_heads * rounds * 2 * (2 * C**3)
+    per_chunk_head = sum(2 * C * b * b for b in (2**i for i in range((C - 1).bit_length())))
+    return (seq_len // C) * mixer.num_heads * per_chunk_head
 
 
 def dense_attention_flops(mixer: Attention, seq_len: int) -> int:
@@ -46,7 +47,7 @@ def dense_attention_flops(mixer: Attention, seq_len: int) -> int:
 def cpu_path_extra(mixer, terms) -> int:
     """Matmul FLOPs the CPU path executes beyond our count (the two differences of the module docstring)."""
     if isinstance(mixer, GatedDeltaNet) and mixer.use_delta:
-        return repeated_squaring_flops(mixer, T) - terms["ut_inverse"].flops
+        return block_doubling_flops(mixer, T) - terms["ut_inverse"].flops
     if isinstance(mixer, Attention):
         return dense_attention_flops(mixer, T) - terms["scores"].flops - terms["values"].flops
     return 0

@@ -166,7 +166,7 @@ def gated_deltanet_flops(mixer: GatedDeltaNet, seq_len: int) -> Breakdown:
     and the three output terms remain. Per token and head, with the delta rule: 2 C (3 K + 2 V) + 6 K V + (C^2 - 1) / 3.
     The chunk products count as dense C x C blocks (what the chunked
     algorithm computes); the inverse counts at its textbook cost, whatever method a path uses (the PyTorch
-    path squares repeatedly, the Triton kernel inverts 16 x 16 blocks and multiplies them out)."""
+    path doubles inverted diagonal blocks, the Triton kernel inverts 16 x 16 blocks and multiplies them out)."""
     C = running_chunk_size(mixer, seq_len, has_triton_kernel=mixer.use_delta)  # no Triton kernel without delta
     K, V = mixer.head_dim, mixer.head_v_dim
     chunk_heads = ceil(seq_len / C) * mixer.num_heads  # every term below is per chunk and head
