@@ -68,8 +68,8 @@ class MQARDataConfig:
 
 
 @dataclass
-class TextDataConfig:
-    _target_: str = "gdn.data.TextData"
+class TokenWindowsConfig:
+    """The keys of both text groups: data=text is data=tokens over a folder prepared on first use."""
     path: str = MISSING
     tokenizer: Optional[str] = MISSING
     vocab_size: int = MISSING
@@ -77,6 +77,11 @@ class TextDataConfig:
     batch_size: int = MISSING
     seed: int = MISSING
     eval_sequences: Optional[int] = MISSING
+
+
+@dataclass
+class TextDataConfig(TokenWindowsConfig):
+    _target_: str = "gdn.data.TextData"
     val_docs: int = MISSING
     cache_dir: str = MISSING
     text_field: str = MISSING
@@ -84,16 +89,9 @@ class TextDataConfig:
 
 
 @dataclass
-class TokensDataConfig:
+class TokensDataConfig(TokenWindowsConfig):
     _target_: str = "gdn.data.TokenData"
-    path: str = MISSING
-    tokenizer: Optional[str] = MISSING
-    seq_len: int = MISSING
-    batch_size: int = MISSING
-    seed: int = MISSING
-    eval_sequences: Optional[int] = MISSING
     verify: bool = MISSING
-    vocab_size: int = MISSING
 
 
 @dataclass
