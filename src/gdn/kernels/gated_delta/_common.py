@@ -91,6 +91,12 @@ def dot_precision(dtype: torch.dtype) -> str:
 LOG_DECAY_FLOOR = -20.0
 
 
+def floor_fp32_log_decays(g: torch.Tensor) -> torch.Tensor:
+    """The PyTorch paths' floor: fp32 log decays clamped at LOG_DECAY_FLOOR, as the Triton kernels do; float64 (the
+    oracles) keeps every decay exact."""
+    return g.clamp_min(LOG_DECAY_FLOOR) if g.dtype == torch.float32 else g
+
+
 def pow2_at_least_16(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 

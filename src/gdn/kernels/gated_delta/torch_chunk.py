@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta._common import LOG_DECAY_FLOOR
+from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.reference import l2_normalize
 
 
@@ -49,8 +49,7 @@ def chunk_gated_delta_rule_torch(
         q, k = l2_normalize(q), l2_normalize(k)
     if initial_state is not None:
         initial_state = initial_state.to(compute_dtype)
-    if compute_dtype == torch.float32:
-        g = g.clamp_min(LOG_DECAY_FLOOR)  # as the Triton kernels do; _common.LOG_DECAY_FLOOR says why
+    g = floor_fp32_log_decays(g)  # _common.LOG_DECAY_FLOOR says why
 
     if cu_seqlens is None:
         o, final = _chunked_sequences(q * scale, k, v, g, beta, initial_state, chunk_size)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from gdn.kernels.gated_delta._common import LOG_DECAY_FLOOR
+from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.selective_scan.reference import step_size
 from gdn.kernels.sequences import sequence_bounds
 
@@ -30,10 +30,7 @@ def scan_chunk(
     """One chunk: x, dt [R, L, Dch], A [Dch, N], B, C [R, L, N], h0 [R, Dch, N] -> (y [R, L, Dch] without the
     D skip, h_L [R, Dch, N])."""
     L = x.shape[1]
-    log_decay = dt[..., None] * A
-    if log_decay.dtype == torch.float32:  # fp32 differences of large cumulative sums: _common.LOG_DECAY_FLOOR
-        log_decay = log_decay.clamp_min(LOG_DECAY_FLOOR)
-    log_decay = torch.cumsum(log_decay, dim=1)  # c_i: [R, L, Dch, N]
+    log_decay = torch.cumsum(floor_fp32_log_decays(dt[..., None] * A), dim=1)  # c_i: [R, L, Dch, N]
     u = dt * x  # dt_j x_j
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # j <= i
     pairwise = log_decay[:, :, None] - log_decay[:, None, :]  # c_i - c_j: [R, L(i), L(j), Dch, N]

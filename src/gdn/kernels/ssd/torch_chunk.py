@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from gdn.kernels.gated_delta._common import LOG_DECAY_FLOOR
+from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.torch_chunk import _from_chunks, _to_chunks
 from gdn.kernels.ssd.reference import expand_groups
 
@@ -41,8 +41,7 @@ def chunk_ssd_torch(
     x_wide, dt, A = x.to(compute_dtype), dt.to(compute_dtype), A.to(compute_dtype)
     q, k = (expand_groups(t, H).to(compute_dtype) for t in (C, B))
     v, g = x_wide * dt[..., None], dt * A  # V = dt o x, g = log exp(dt A)
-    if compute_dtype == torch.float32:
-        g = g.clamp_min(LOG_DECAY_FLOOR)  # as the Triton SSD does; _common.LOG_DECAY_FLOOR says why
+    g = floor_fp32_log_decays(g)  # _common.LOG_DECAY_FLOOR says why
     state = None if initial_state is None else initial_state.to(compute_dtype)
 
     if cu_seqlens is None:
