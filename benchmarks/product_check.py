@@ -6,10 +6,10 @@
     python3 benchmarks/product_check.py agree --tracking-uri URI --experiment agree --out agree.json
 """
 import argparse
+import importlib.util
 import json
-import site
+import os
 import sys
-import sysconfig
 from pathlib import Path
 
 
@@ -47,9 +47,9 @@ def unmet_requirements(roots: list[str]) -> list[str]:
 
 
 def site_packages() -> Path:
-    """This interpreter's site-packages (the image's packages on the GPU machine)."""
-    candidates = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
-    return next(Path(p) for p in candidates if Path(p).is_dir())
+    """The folder that holds torch: the image's packages on the GPU machine, also when this runs in the product
+    venv (whose own site-packages hold only gdn's link)."""
+    return Path(importlib.util.find_spec("torch").origin).parents[1]
 
 
 def write_corpus(out: Path, max_mb: float, max_file_bytes: int = 1 << 20) -> tuple[int, int]:
@@ -81,7 +81,7 @@ def tokenize(corpus: str, cache_dir: str, vocab_size: int, seq_len: int) -> None
     from gdn.data import TextData
 
     data = TextData(corpus, vocab_size=vocab_size, seq_len=seq_len, batch_size=1, eval_sequences=64,
-                    cache_dir=cache_dir)
+                    cache_dir=cache_dir, num_proc=max(1, min(16, (os.cpu_count() or 2) - 2)))
     tokens = data.num_train_rows * seq_len
     print(f"tokenised: {data.num_train_rows} train rows of {seq_len} ({tokens / 1e6:.1f} M tokens), "
           f"vocab {data.vocab_size}, tokenizer {data.tokenizer_path}")

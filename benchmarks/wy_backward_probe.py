@@ -3,7 +3,8 @@ dg of wy_backward differ from the interpreter's by 1e-2 on the same inputs, ever
 Runs variants of _wy.py's kernel, rewritten as text into temporary modules, on FLA's input distribution against a
 float64 PyTorch wy_backward of the same inputs, and prints each variant's errors.
 
-    python3 benchmarks/wy_backward_probe.py          # on the GPU
+    python3 benchmarks/wy_backward_probe.py [VARIANT ...]   # on the GPU: errors of every (or each named) variant
+    python3 benchmarks/wy_backward_probe.py --time          # on the GPU: ms of the TIMED variants
 """
 from __future__ import annotations
 
@@ -29,17 +30,52 @@ K_T_LOADED = ("d_t += tl.dot(dwb.to(tl.float32), tl.load(k_ptr + (rows[None, :] 
 V_T_LOADED = ("d_t += tl.dot(dub.to(tl.float32), tl.load(v_ptr + (rows[None, :] * H + i_h) * V + cv[:, None], "
               "mask=valid[None, :] & (cv[:, None] < V), other=0.0).to(tl.float32) * beta[None, :], "
               "input_precision=PRECISION)")
+BK_CAP = ("def _tiles(K: int, V: int) -> tuple[int, int]:\n    return tile_width(K, 64), tile_width(V, 64)")
+LAUNCH_WARPS = "num_warps=2,  # 4: miscompiled"
+FOUR_WARPS = [(LAUNCH_WARPS, "num_warps=4,")]
+KK_LOOP = "        kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)\n    dbeta = tl.zeros"
+KK_OWN_LOOP = [(KK_LOOP, "    for k0 in range(0, K, BK):\n        ck = k0 + tl.arange(0, BK)\n"
+                "        kb = tl.load(k_ptr + (rows[:, None] * H + i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), "
+                "other=0.0)\n" + KK_LOOP)]
+D_A_DECAY = "    d_a = d_a * decay_matrix(gc, valid, True, BT)  # now dL/d(beta_i k_i.k_j), i > j\n"
+D_GC = "tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)\n"
+# Intermediates to a debug buffer [chunks, H, 4, 64, 64]: d_t, d_a (after the decay), kk, and (slot 3) the row
+# dgc after the A path and the row dbeta before the K loop; wy_backward keeps the buffer in LAST_DEBUG.
+DUMP = [
+    ("    dk_ptr, dv_ptr, dbeta_ptr, dg_ptr,  # out", "    dk_ptr, dv_ptr, dbeta_ptr, dg_ptr, dbg_ptr,  # out"),
+    ("dk, dv, dbeta, dg, layout.cu_seqlens", "dk, dv, dbeta, dg, dbg, layout.cu_seqlens"),
+    ("    BK, BV = _tiles(K, V)\n    wy_backward_kernel",
+     "    BK, BV = _tiles(K, V)\n    global LAST_DEBUG\n"
+     "    dbg = LAST_DEBUG = torch.full((layout.num_chunks, H, 4, CHUNK, CHUNK), float('nan'), device=k.device)\n"
+     "    wy_backward_kernel"),
+    (D_A_DECAY, D_A_DECAY + "    dbg = dbg_ptr + (i_c * H + i_h) * 4 * BT * BT + rt[:, None] * BT + rt[None, :]\n"
+     "    tl.store(dbg, d_t)\n    tl.store(dbg + BT * BT, d_a)\n    tl.store(dbg + 2 * BT * BT, kk)\n"),
+    (D_GC, D_GC + "    tl.store(dbg_ptr + (i_c * H + i_h) * 4 * BT * BT + 3 * BT * BT + rt, dgc)\n"
+     "    tl.store(dbg_ptr + (i_c * H + i_h) * 4 * BT * BT + 3 * BT * BT + BT + rt, dbeta)\n"),
+]
+# d_a through global memory (FLA's workaround for Hopper miscompiles of tensors in the wgmma result layout): the
+# debug buffer's slot 1 is written, then read back in a plain blocked layout for the sums that make dbeta and dg
+ROUND_TRIP = DUMP + [("    d_a_kk = d_a * kk\n", "    tl.debug_barrier()\n    d_a = tl.load(dbg + BT * BT)\n"
+                                 "    kk = tl.load(dbg + 2 * BT * BT)\n    d_a_kk = d_a * kk\n")]
+IEEE_D_T = [(line, line.replace("input_precision=PRECISION", "input_precision='ieee'")) for line in (D_T_K, D_T_V)]
+IEEE_D_A = [(D_A, D_A.replace("input_precision=PRECISION", "input_precision='ieee'"))]
 VARIANTS = {  # name: [(old, new) text replacements in _wy.py]
-    "as is (tf32)": [],
-    "ieee fp32 products": [(line, line.replace("input_precision=PRECISION", "input_precision='ieee'"))
-                           for line in (D_T_K, D_T_V, D_A)],
-    "t_t loaded transposed": [(T_T, T_T_LOADED)],
-    "k, v loaded transposed": [(D_T_K, K_T_LOADED), (D_T_V, V_T_LOADED)],
-    "all three loaded transposed": [(T_T, T_T_LOADED), (D_T_K, K_T_LOADED), (D_T_V, V_T_LOADED)],
-    "col sum via trans": [("- tl.sum(d_log_a, 0)", "- tl.sum(tl.trans(d_log_a), 1)")],
-    "8 warps": [("PRECISION=dot_precision(k.dtype), num_warps=4,\n    )\n    return dk, dv, dbeta, dg",
-                 "PRECISION=dot_precision(k.dtype), num_warps=8,\n    )\n    return dk, dv, dbeta, dg")],
+    "as is (2 warps)": [],
+    "4 warps (before)": FOUR_WARPS,
+    "4 warps, ieee fp32 products": FOUR_WARPS + IEEE_D_T + IEEE_D_A,
+    "4 warps, ieee d_t only": FOUR_WARPS + IEEE_D_T,
+    "4 warps, kk in its own loop": FOUR_WARPS + KK_OWN_LOOP,
+    "4 warps, BK 128": FOUR_WARPS + [(BK_CAP, BK_CAP.replace("tile_width(K, 64)", "tile_width(K, 128)"))],
+    "4 warps, BK 32": FOUR_WARPS + [(BK_CAP, BK_CAP.replace("tile_width(K, 64)", "tile_width(K, 32)"))],
+    "4 warps, t_t loaded transposed": FOUR_WARPS + [(T_T, T_T_LOADED)],
+    "8 warps": [(LAUNCH_WARPS, "num_warps=8,")],
+    "dump": DUMP,
+    "dump, 4 warps": DUMP + FOUR_WARPS,
+    "dump, 4 warps, ieee": DUMP + FOUR_WARPS + IEEE_D_T + IEEE_D_A,
+    "d_a round trip, 4 warps": ROUND_TRIP + FOUR_WARPS,
 }
+TIMED = ("as is (2 warps)", "4 warps (before)", "4 warps, kk in its own loop", "4 warps, BK 128", "8 warps")
+TIMED_SHAPES = [(8, 4096, 16, 128, 128), (4, 4096, 6, 256, 512)]
 
 
 def load_variant(name, replacements, folder):
@@ -78,6 +114,7 @@ def wy_backward_float64(k, v, beta, gc, t, dw, du, dk_other, dgc_other):
     dbeta = dbeta + (d_a * kk).sum(-1)
     d_log = d_a * kk * beta[..., :, None]
     dgc = dgc_other + d_log.sum(-1) - d_log.sum(-2)
+    inner = dict(d_t=d_t, d_a=d_a, kk=kk, dgc=dgc, dbeta=dbeta)  # [n, H, ...] as the debug buffer
     t_dw = tt @ dw
     k_dw = (k * t_dw).sum(-1)
     dbeta = dbeta + gc.exp() * k_dw
@@ -86,7 +123,11 @@ def wy_backward_float64(k, v, beta, gc, t, dw, du, dk_other, dgc_other):
     dk = dk_other + t_dw * ks[..., None] + d_kk @ k + d_kk.transpose(-1, -2) @ k
     dg = dgc.flip(-1).cumsum(-1).flip(-1)
     back = lambda x: x.transpose(1, 2).reshape(total, H, *x.shape[3:])  # noqa: E731
-    return back(dk), back(dv), back(dbeta), back(dg)
+    return (back(dk), back(dv), back(dbeta), back(dg)), inner
+
+
+def relative(got, want):
+    return ((got.double() - want).norm() / want.norm()).item()
 
 
 def main():
@@ -94,19 +135,54 @@ def main():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU (TRITON_INTERPRET=1): a small check
     B, T, H, K, V = (4, 1024, 4, 128, 128) if device == "cuda" else (1, 128, 1, 32, 32)
+    if sys.argv[1:] == ["--time"]:
+        return time_variants()
+    names = sys.argv[1:] or list(VARIANTS)
     for dtype in (torch.bfloat16, torch.float16):
         x = make_inputs(B, T, H, K, V, dtype, device)
         record = run_stages(x, B, T, 0.1)
         args = record["wy_backward"][0]
-        want = wy_backward_float64(*args)
+        want, inner = wy_backward_float64(*args)
         layout = chunk_layout(B, T, None, x["q"].device)
         with tempfile.TemporaryDirectory() as folder:
-            for name, replacements in VARIANTS.items():
-                module = load_variant(name, replacements, folder)
+            for name in names:
+                module = load_variant(name, VARIANTS[name], folder)
                 got = module.wy_backward(*args, layout)
-                errors = [((g.double() - w).norm() / w.norm()).item() for g, w in zip(got, want)]
-                print(f"{str(dtype):15s} {name:24s} dk {errors[0]:.1e}  dv {errors[1]:.1e}  dbeta {errors[2]:.1e}  "
-                      f"dg {errors[3]:.1e}")
+                errors = [relative(g, w) for g, w in zip(got, want)]
+                line = (f"{str(dtype):15s} {name:26s} dk {errors[0]:.1e}  dv {errors[1]:.1e}  dbeta {errors[2]:.1e}  "
+                        f"dg {errors[3]:.1e}")
+                dbg = getattr(module, "LAST_DEBUG", None)
+                if dbg is not None:  # which intermediate parts from float64 first
+                    d_t, d_a, kk = dbg[:, :, 0], dbg[:, :, 1], dbg[:, :, 2]
+                    dgc, dbeta = dbg[:, :, 3, 0], dbg[:, :, 3, 1]
+                    # d_a from the kernel's own d_t, in float64: the error of the two T^T products alone
+                    tt = args[4].double().reshape(-1, 64, H, 64).transpose(1, 2).transpose(-1, -2)
+                    gc = args[3].double().reshape(-1, 64, H).transpose(1, 2)
+                    lower = torch.ones(64, 64, dtype=torch.bool, device=d_t.device).tril(-1)
+                    decay = (gc[..., :, None] - gc[..., None, :]).masked_fill(~lower, float("-inf")).exp()
+                    d_a_own = -(tt @ d_t.double() @ tt) * decay
+                    line += (f"   | d_t {relative(d_t, inner['d_t']):.1e}  d_a {relative(d_a, inner['d_a']):.1e}"
+                             f" (from own d_t {relative(d_a, d_a_own):.1e})  kk {relative(kk, inner['kk']):.1e}"
+                             f"  dgc {relative(dgc, inner['dgc']):.1e}  dbeta {relative(dbeta, inner['dbeta']):.1e}")
+                print(line, flush=True)
+
+
+def time_variants():
+    """wy_backward's median ms per variant of TIMED at the benchmark's shapes (bf16), all in one process."""
+    import triton
+
+    from gdn.kernels.gated_delta._common import chunk_layout
+
+    with tempfile.TemporaryDirectory() as folder:
+        modules = {name: load_variant(name, VARIANTS[name], folder) for name in TIMED}
+        for B, T, H, K, V in TIMED_SHAPES:
+            x = make_inputs(B, T, H, K, V, torch.bfloat16, "cuda")
+            args = run_stages(x, B, T, K**-0.5)["wy_backward"][0]
+            layout = chunk_layout(B, T, None, x["q"].device)
+            for name, module in modules.items():
+                ms = triton.testing.do_bench(lambda: module.wy_backward(*args, layout), warmup=25, rep=200,
+                                             return_mode="median")
+                print(f"wy_backward {B}x{T}x{H}x{K}/{V} {name:30s} {ms:.3f} ms", flush=True)
 
 
 if __name__ == "__main__":

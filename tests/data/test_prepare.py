@@ -80,6 +80,15 @@ def test_an_empty_source_is_an_error(tmp_path):
     assert "empty.jsonl" in str(error.value)
 
 
+def test_a_source_of_empty_files_is_the_same_error(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.jsonl").write_text("")
+    (tmp_path / "corpus" / "b.txt").write_text("")
+    with pytest.raises(ValueError, match="holds no documents") as error:
+        prepare(str(tmp_path / "corpus"), tmp_path / "out", tokenizer=None, **SETTINGS)
+    assert "corpus" in str(error.value)
+
+
 def test_a_missing_text_field_names_the_file_and_the_option(documents, tmp_path):
     path = write_corpus(tmp_path / "corpus", documents, "jsonl")
     with pytest.raises(ValueError, match="has no text field 'body'.*--text-field") as error:

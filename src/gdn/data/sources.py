@@ -39,6 +39,8 @@ def stream_documents(
     local = Path(path).expanduser()
     if local.exists():
         for file in local_files(local):  # one file at a time keeps the sorted file order across formats
+            if file.stat().st_size == 0:  # no records (datasets' json builder fails on it with a bare StopIteration)
+                continue
             builder = BUILDERS[file.suffix]
             stream = datasets.load_dataset(
                 builder, data_files=[str(file)], split="train", streaming=True,

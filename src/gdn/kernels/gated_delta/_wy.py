@@ -11,14 +11,12 @@ Precision: gc, A, T and all accumulators are fp32. With bf16/fp16 inputs, T and 
 beta V are rounded to the input dtype once, right before the tensor-core products that make W and U: one
 rounding (relative 2^-9 for bf16) per operand, summed in fp32, so W and U carry about bf16 rounding error,
 not a growing one. The backward does the same for T^T dU, T^T dW and the dk products, but builds dT and
-dA = -T^T dT T^T from fp32 operands: dg takes dA o A through a row sum minus a column sum, which cancel largely,
-and with bf16 dT its relative error reached 2e-2 to 7.6e-2 in 3 of 5 checks on an H100 (fp32 dT: at most 1.2e-2,
-at most 1.5% slower). Open (issue 13): with half inputs these fp32 products run as tf32 on the tensor cores,
-and on FLA's test inputs (positive q, k, v; K K^T near all-ones, I + A ill-conditioned) dg lands 5-11% and dbeta
-2-5% off float64 on an H200 (Triton 3.6), while the interpreter, on the very inputs the GPU saw, is within 5e-3
-(benchmarks/stage_replay.py: only this kernel's dbeta and dg differ). ieee products fix it (dg 5.1e-3) but cost
-3.7x; Triton's tf32x3 and a hand-split 3xTF32 do not fix it, which points at the tensor-core path with transposed
-fp32 operands (trans(t), trans(k o beta Gamma)) rather than at tf32 rounding (benchmarks/wy_backward_probe.py).
+dA = -T^T dT T^T from fp32 operands (tf32 products): dg takes dA o A through a row sum minus a column sum, which
+cancel largely, and with bf16 dT its relative error reached 2e-2 to 7.6e-2 in 3 of 5 checks on an H100.
+The backward kernel runs with 2 warps: with 4, Triton 3.6 on Hopper miscompiles it. Its K K^T, a sum of exact
+bf16 products, came out 4.8e-2 off float64 on an H200 (1.5e-7 with 2 warps), and through dA o K K^T dg was 5e-2
+and dbeta 2e-2 off on positive keys (1.4e-3 and 1.1e-3 with 2 warps; benchmarks/wy_backward_probe.py prints each
+intermediate's error). FLA pins the same kernel of its delta rule to 2 warps on Hopper for the same reason.
 Exponents: decay_matrix masks every exp(gc_i - gc_j) to j < i inside the sequence before the exp; exp(gc) <= 1.
 """
 from __future__ import annotations
@@ -204,6 +202,6 @@ def wy_backward(k, v, beta, gc, t, dw, du, dk_other, dgc_other, layout: ChunkLay
     BK, BV = _tiles(K, V)
     wy_backward_kernel[(layout.num_chunks, H)](
         k, v, beta, gc, t, dw, du, dk_other, dgc_other, dk, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=2,  # 4: miscompiled
     )
     return dk, dv, dbeta, dg
