@@ -112,6 +112,8 @@ sweep() {
         trainer.eval_every="$STEPS" trainer.checkpoint_every="$STEPS" sched.warmup_steps=$((STEPS / 10)) || status=1
     echo "sweep wall time: $((SECONDS - t0)) s (exit status $status)"
     gdn-report baselines --out "$GDN_OUTPUT_ROOT/report" || status=1
+    "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
+        --out "$LOGS/sweep_runs.json" || status=1
     cp "$GDN_OUTPUT_ROOT"/report/{report.md,runs.csv,*.png} "$LOGS/" 2>/dev/null
     return $status
 }

@@ -21,22 +21,12 @@ from stage_replay import make_inputs, run_stages  # noqa: E402
 D_T_K = "d_t += tl.dot(dwb.to(tl.float32), tl.trans(kb * k_scale[:, None]), input_precision=PRECISION)"
 D_T_V = "d_t += tl.dot(dub.to(tl.float32), tl.trans(vb * beta[:, None]), input_precision=PRECISION)"
 D_A = "d_a = -tl.dot(tl.dot(t_t, d_t, input_precision=PRECISION), t_t, input_precision=PRECISION)"
-T_T = "    t_t = tl.trans(t)\n"
-T_T_LOADED = ("    t_t = tl.load(t_ptr + (rows[None, :] * H + i_h) * BT + rt[:, None], mask=valid[None, :], "
-              "other=0.0)\n")
-K_T_LOADED = ("d_t += tl.dot(dwb.to(tl.float32), tl.load(k_ptr + (rows[None, :] * H + i_h) * K + ck[:, None], "
-              "mask=valid[None, :] & (ck[:, None] < K), other=0.0).to(tl.float32) * k_scale[None, :], "
-              "input_precision=PRECISION)")
-V_T_LOADED = ("d_t += tl.dot(dub.to(tl.float32), tl.load(v_ptr + (rows[None, :] * H + i_h) * V + cv[:, None], "
-              "mask=valid[None, :] & (cv[:, None] < V), other=0.0).to(tl.float32) * beta[None, :], "
-              "input_precision=PRECISION)")
 BK_CAP = ("def _tiles(K: int, V: int) -> tuple[int, int]:\n    return tile_width(K, 64), tile_width(V, 64)")
-LAUNCH_WARPS = "num_warps=2,  # 4: miscompiled"
-FOUR_WARPS = [(LAUNCH_WARPS, "num_warps=4,")]
-KK_LOOP = "        kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)\n    dbeta = tl.zeros"
-KK_OWN_LOOP = [(KK_LOOP, "    for k0 in range(0, K, BK):\n        ck = k0 + tl.arange(0, BK)\n"
-                "        kb = tl.load(k_ptr + (rows[:, None] * H + i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), "
-                "other=0.0)\n" + KK_LOOP)]
+LAUNCH_WARPS = "PRECISION=dot_precision(k.dtype), num_warps=4,\n    )\n    return dk, dv, dbeta, dg"
+KK_OWN_LOOP = ("    for k0 in range(0, K, BK):  # apart from the loop above: together they miscompile on Hopper "
+               "(module doc)\n        ck = k0 + tl.arange(0, BK)\n        kb = tl.load(k_ptr + (rows[:, None] * H + "
+               "i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), other=0.0)\n")
+KK_IN_THE_D_T_LOOP = [(KK_OWN_LOOP, "")]  # the kernel before the fix
 D_A_DECAY = "    d_a = d_a * decay_matrix(gc, valid, True, BT)  # now dL/d(beta_i k_i.k_j), i > j\n"
 D_GC = "tl.sum(d_log_a, 1) - tl.sum(d_log_a, 0)\n"
 # Intermediates to a debug buffer [chunks, H, 4, 64, 64]: d_t, d_a (after the decay), kk, and (slot 3) the row
@@ -53,28 +43,27 @@ DUMP = [
     (D_GC, D_GC + "    tl.store(dbg_ptr + (i_c * H + i_h) * 4 * BT * BT + 3 * BT * BT + rt, dgc)\n"
      "    tl.store(dbg_ptr + (i_c * H + i_h) * 4 * BT * BT + 3 * BT * BT + BT + rt, dbeta)\n"),
 ]
-# d_a through global memory (FLA's workaround for Hopper miscompiles of tensors in the wgmma result layout): the
-# debug buffer's slot 1 is written, then read back in a plain blocked layout for the sums that make dbeta and dg
-ROUND_TRIP = DUMP + [("    d_a_kk = d_a * kk\n", "    tl.debug_barrier()\n    d_a = tl.load(dbg + BT * BT)\n"
-                                 "    kk = tl.load(dbg + 2 * BT * BT)\n    d_a_kk = d_a * kk\n")]
 IEEE_D_T = [(line, line.replace("input_precision=PRECISION", "input_precision='ieee'")) for line in (D_T_K, D_T_V)]
 IEEE_D_A = [(D_A, D_A.replace("input_precision=PRECISION", "input_precision='ieee'"))]
+
+
+def warps(n):
+    return [(LAUNCH_WARPS, LAUNCH_WARPS.replace("num_warps=4", f"num_warps={n}"))]
+
+
 VARIANTS = {  # name: [(old, new) text replacements in _wy.py]
-    "as is (2 warps)": [],
-    "4 warps (before)": FOUR_WARPS,
-    "4 warps, ieee fp32 products": FOUR_WARPS + IEEE_D_T + IEEE_D_A,
-    "4 warps, ieee d_t only": FOUR_WARPS + IEEE_D_T,
-    "4 warps, kk in its own loop": FOUR_WARPS + KK_OWN_LOOP,
-    "4 warps, BK 128": FOUR_WARPS + [(BK_CAP, BK_CAP.replace("tile_width(K, 64)", "tile_width(K, 128)"))],
-    "4 warps, BK 32": FOUR_WARPS + [(BK_CAP, BK_CAP.replace("tile_width(K, 64)", "tile_width(K, 32)"))],
-    "4 warps, t_t loaded transposed": FOUR_WARPS + [(T_T, T_T_LOADED)],
-    "8 warps": [(LAUNCH_WARPS, "num_warps=8,")],
+    "as is": [],
+    "kk in the d_t loop (before)": KK_IN_THE_D_T_LOOP,
+    "kk in the d_t loop, 2 warps": KK_IN_THE_D_T_LOOP + warps(2),
+    "kk in the d_t loop, 8 warps": KK_IN_THE_D_T_LOOP + warps(8),
+    "kk in the d_t loop, BK 128": KK_IN_THE_D_T_LOOP + [(BK_CAP, BK_CAP.replace("tile_width(K, 64)",
+                                                                                 "tile_width(K, 128)"))],
+    "kk in the d_t loop, ieee": KK_IN_THE_D_T_LOOP + IEEE_D_T + IEEE_D_A,
+    "8 warps": warps(8),
     "dump": DUMP,
-    "dump, 4 warps": DUMP + FOUR_WARPS,
-    "dump, 4 warps, ieee": DUMP + FOUR_WARPS + IEEE_D_T + IEEE_D_A,
-    "d_a round trip, 4 warps": ROUND_TRIP + FOUR_WARPS,
+    "dump, kk in the d_t loop": DUMP + KK_IN_THE_D_T_LOOP,
 }
-TIMED = ("as is (2 warps)", "4 warps (before)", "4 warps, kk in its own loop", "4 warps, BK 128", "8 warps")
+TIMED = ("as is", "kk in the d_t loop (before)", "kk in the d_t loop, 2 warps", "kk in the d_t loop, BK 128")
 TIMED_SHAPES = [(8, 4096, 16, 128, 128), (4, 4096, 6, 256, 512)]
 
 

@@ -13,10 +13,12 @@ rounding (relative 2^-9 for bf16) per operand, summed in fp32, so W and U carry 
 not a growing one. The backward does the same for T^T dU, T^T dW and the dk products, but builds dT and
 dA = -T^T dT T^T from fp32 operands (tf32 products): dg takes dA o A through a row sum minus a column sum, which
 cancel largely, and with bf16 dT its relative error reached 2e-2 to 7.6e-2 in 3 of 5 checks on an H100.
-The backward kernel runs with 2 warps: with 4, Triton 3.6 on Hopper miscompiles it. Its K K^T, a sum of exact
-bf16 products, came out 4.8e-2 off float64 on an H200 (1.5e-7 with 2 warps), and through dA o K K^T dg was 5e-2
-and dbeta 2e-2 off on positive keys (1.4e-3 and 1.1e-3 with 2 warps; benchmarks/wy_backward_probe.py prints each
-intermediate's error). FLA pins the same kernel of its delta rule to 2 warps on Hopper for the same reason.
+The backward takes K K^T in a loop of its own, not in the loop that builds dT: with both in one loop, Triton 3.6
+on Hopper miscompiles the kernel at 4 and 8 warps. Its K K^T, a sum of exact bf16 products, came out 4.8e-2 off
+float64 on an H200, and through dA o K K^T dg was 5e-2 and dbeta 2e-2 off on positive keys; with the loops apart
+K K^T is off by 1.5e-7 and dg, dbeta by 1.4e-3, 1.1e-3 (bf16), for 1.5% more time. 2 warps also compute it right
+(FLA pins its delta-rule WY backward to 2 warps on Hopper) but take 2.8x as long. benchmarks/wy_backward_probe.py
+prints each variant's intermediates and times.
 Exponents: decay_matrix masks every exp(gc_i - gc_j) to j < i inside the sequence before the exp; exp(gc) <= 1.
 """
 from __future__ import annotations
@@ -130,6 +132,9 @@ def wy_backward_kernel(
         kb = tl.load(k_ptr + offs, mask=mask, other=0.0)
         dwb = tl.load(dw_ptr + offs, mask=mask, other=0.0)
         d_t += tl.dot(dwb.to(tl.float32), tl.trans(kb * k_scale[:, None]), input_precision=PRECISION)
+    for k0 in range(0, K, BK):  # apart from the loop above: together they miscompile on Hopper (module doc)
+        ck = k0 + tl.arange(0, BK)
+        kb = tl.load(k_ptr + (rows[:, None] * H + i_h) * K + ck[None, :], mask=valid[:, None] & (ck < K), other=0.0)
         kk += tl.dot(kb, tl.trans(kb), input_precision=PRECISION)
     dbeta = tl.zeros((BT,), dtype=tl.float32)
     for v0 in range(0, V, BV):
@@ -202,6 +207,6 @@ def wy_backward(k, v, beta, gc, t, dw, du, dk_other, dgc_other, layout: ChunkLay
     BK, BV = _tiles(K, V)
     wy_backward_kernel[(layout.num_chunks, H)](
         k, v, beta, gc, t, dw, du, dk_other, dgc_other, dk, dv, dbeta, dg, layout.cu_seqlens, layout.chunk_index,
-        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=2,  # 4: miscompiled
+        H=H, K=K, V=V, BT=CHUNK, BK=BK, BV=BV, PRECISION=dot_precision(k.dtype), num_warps=4,
     )
     return dk, dv, dbeta, dg
