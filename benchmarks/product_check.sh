@@ -137,6 +137,8 @@ agree() {
     done
     "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
         --out "$LOGS/agree.json" || status=1
+    "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
+        --out "$LOGS/agree_runs.json" || status=1
     return $status
 }
 

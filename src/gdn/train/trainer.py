@@ -192,11 +192,15 @@ class Trainer:
         """One optimizer step over grad_accum global micro-batches; returns (loss, grad norm), both global.
         The loss is the sum over this rank's valid tokens / the valid tokens of the whole step on all ranks, so
         summing gradients over ranks (FSDP's division is off) gives the gradient of the global mean."""
+        # Nothing here waits for the GPU (a wait would count the previous step's optimizer as data time and
+        # stall the queue): the valid tokens are counted on the host batches, and their global sum stays a
+        # device tensor that the losses are divided by.
         self._data_wait = time.perf_counter()
-        batches = [rank_batch(self.data, self.data_position + i, self.rank, self.world_size).to(
-            self.device, non_blocking=True) for i in range(self.settings.grad_accum)]
-        valid = torch.tensor(float(sum(b.num_valid_tokens for b in batches)), device=self.device)
-        valid_tokens = max(dist_utils.all_reduce_sum(valid).item(), 1.0)
+        host_batches = [rank_batch(self.data, self.data_position + i, self.rank, self.world_size)
+                        for i in range(self.settings.grad_accum)]
+        valid = torch.full((), float(sum(b.num_valid_tokens for b in host_batches)), device=self.device)
+        valid_tokens = dist_utils.all_reduce_sum(valid).clamp_min(1.0)
+        batches = [b.to(self.device, non_blocking=True) for b in host_batches]
         self._data_wait = time.perf_counter() - self._data_wait
         loss_total = torch.zeros((), device=self.device)
         for batch in batches:
