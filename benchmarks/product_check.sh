@@ -7,7 +7,7 @@
 #   corpus   the .py files under the image's site-packages, one document per file (sorted, none over 1 MB), capped
 #            at $CORPUS_MB (120) MB; the BPE tokenizer and the token stream built once into data=text's cache (~2-3 min)
 #   sweep    gdn-sweep baselines: the seven architectures at scale=small, default AdamW + cosine, $STEPS (300) steps
-#            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~9 min)
+#            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200)
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches); per model the largest and mean relative train-loss difference to $OUT/agree.json
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
