@@ -103,3 +103,28 @@ def test_rejects_batched_varlen():
     inputs = random_inputs(B=2, T=8)
     with pytest.raises(ValueError, match="batch size 1"):
         chunk_gated_delta_rule_torch(**inputs, cu_seqlens=torch.tensor([0, 8], dtype=torch.int32))
+
+
+def test_varlen_under_torch_compile_does_not_recompile_per_batch():
+    """Each batch of document-packed text has its own cu_seqlens: the compiled model must not trace the loop over
+    sequences anew for each (it took minutes per batch). Same values as eager, and no new graph after the second
+    call."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+    def loss(q, k, v, g, beta, cu_seqlens):
+        o, _ = chunk_gated_delta_rule_torch(q, k, v, g, beta, cu_seqlens=cu_seqlens, use_qk_l2norm=True)
+        return o.square().sum()
+
+    compiled = torch.compile(loss)
+    graphs = []
+    for bounds in ([0, 40, 130], [0, 5, 64, 100, 130], [0, 130], [0, 1, 2, 129, 130]):
+        gen = torch.Generator().manual_seed(len(bounds))
+        q, k, v = (torch.randn(1, 130, 2, 16, generator=gen) for _ in range(3))
+        g, beta = -torch.rand(1, 130, 2, generator=gen), torch.rand(1, 130, 2, generator=gen)
+        cu = torch.tensor(bounds, dtype=torch.int32)
+        torch.testing.assert_close(compiled(q, k, v, g, beta, cu), loss(q, k, v, g, beta, cu))
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[1:] == [graphs[1]] * 3, f"graphs compiled after each batch: {graphs}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from gdn.kernels.gated_delta.reference import l2_normalize
+from gdn.kernels.sequences import each_sequence
 
 
 def chunk_gated_linear_attention(
@@ -39,12 +40,8 @@ def chunk_gated_linear_attention(
     if cu_seqlens is None:
         o, final = _chunked(q, k, v, g, state, chunk_size)
     else:
-        pieces = []
-        bounds = cu_seqlens.tolist()
-        for n, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-            state_n = None if state is None else state[n : n + 1]
-            pieces.append(_chunked(*(x[:, start:end] for x in (q, k, v, g)), state_n, chunk_size))
-        o, final = torch.cat([o_n for o_n, _ in pieces], dim=1), torch.cat([s_n for _, s_n in pieces], dim=0)
+        run = lambda *pieces: _chunked(*pieces, chunk_size)  # noqa: E731
+        o, final = each_sequence(run, (q, k, v, g), state, cu_seqlens)
     return o.to(out_dtype), (final if output_final_state else None)
 
 

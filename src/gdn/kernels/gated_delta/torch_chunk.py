@@ -18,6 +18,7 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.reference import l2_normalize
+from gdn.kernels.sequences import each_sequence
 
 
 def chunk_gated_delta_rule_torch(
@@ -54,16 +55,10 @@ def chunk_gated_delta_rule_torch(
     if cu_seqlens is None:
         o, final = _chunked_sequences(q * scale, k, v, g, beta, initial_state, chunk_size)
     else:
-        outputs, finals = [], []
-        bounds = cu_seqlens.tolist()
-        for n, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-            state = None if initial_state is None else initial_state[n : n + 1]
-            piece = (x[:, start:end] for x in (q * scale, k, v, g, beta))
-            o_n, final_n = _chunked_sequences(*piece, state, chunk_size)
-            outputs.append(o_n)
-            finals.append(final_n)
-        o, final = torch.cat(outputs, dim=1), torch.cat(finals, dim=0)
+        run = lambda *pieces: _chunked_sequences(*pieces, chunk_size)  # noqa: E731
+        o, final = each_sequence(run, (q * scale, k, v, g, beta), initial_state, cu_seqlens)
     return o.to(out_dtype), (final if output_final_state else None)
+
 
 
 def _chunked_sequences(q, k, v, g, beta, initial_state, chunk_size):

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.selective_scan.reference import step_size
-from gdn.kernels.sequences import sequence_bounds
+from gdn.kernels.sequences import each_sequence
 
 
 def scan_chunk(
@@ -94,13 +94,11 @@ def scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_
     if cu_seqlens is None:
         y, final = scan_sequence(xs, dt, A, B, C, start_state(slice(0, batch)), chunk_size)
     else:  # one sequence at a time, each from its own initial state
-        pieces, finals = [], []
-        for seq, (_, start, end) in enumerate(sequence_bounds(cu_seqlens, batch, length)):
-            x_s, dt_s, B_s, C_s = (t[:, start:end] for t in (xs, dt, B, C))
-            y_seq, h = scan_sequence(x_s, dt_s, A, B_s, C_s, start_state(slice(seq, seq + 1)), chunk_size)
-            pieces.append(y_seq)
-            finals.append(h)
-        y, final = torch.cat(pieces, dim=1), torch.cat(finals)
+        def run(x_s, dt_s, B_s, C_s, h0):
+            return scan_sequence(x_s, dt_s, A, B_s, C_s, xs.new_zeros(1, *A.shape) if h0 is None else h0, chunk_size)
+
+        states = None if initial_state is None else initial_state.to(dtype)
+        y, final = each_sequence(run, (xs, dt, B, C), states, cu_seqlens)
     if D is not None:
         y = y + D.to(dtype) * xs
     return y.to(x.dtype), (final if output_final_state else None)

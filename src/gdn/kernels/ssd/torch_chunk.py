@@ -14,6 +14,7 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.torch_chunk import _from_chunks, _to_chunks
+from gdn.kernels.sequences import each_sequence
 from gdn.kernels.ssd.reference import expand_groups
 
 
@@ -47,12 +48,8 @@ def chunk_ssd_torch(
     if cu_seqlens is None:
         y, final = _chunked_sequences(q, k, v, g, state, chunk_size)
     else:
-        pieces = []
-        bounds = cu_seqlens.tolist()
-        for n, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-            state_n = None if state is None else state[n : n + 1]
-            pieces.append(_chunked_sequences(*(t[:, start:end] for t in (q, k, v, g)), state_n, chunk_size))
-        y, final = torch.cat([y_n for y_n, _ in pieces], dim=1), torch.cat([s_n for _, s_n in pieces], dim=0)
+        run = lambda *pieces: _chunked_sequences(*pieces, chunk_size)  # noqa: E731
+        y, final = each_sequence(run, (q, k, v, g), state, cu_seqlens)
     if D is not None:
         y = y + D.to(compute_dtype)[:, None] * x_wide  # the skip connection D x
     return y.to(x.dtype), (final if output_final_state else None)
