@@ -291,10 +291,11 @@ class CheckpointManager:
             shutil.rmtree(path, ignore_errors=True)
 
     def _cpu_group(self):
-        """A gloo group for the background save's collectives (NCCL calls from a side thread would race the
-        training stream); None (the default group) when that already has gloo for CPU tensors (gdn's
-        "cpu:gloo,cuda:nccl" group, the CPU) or for one process."""
-        if not dist.is_initialized() or "gloo" in dist.get_backend():
+        """A gloo group of its own for the background save's collectives; None for one process. Not the default
+        group, even where that has gloo: collectives that two threads issue on one group run in whatever order
+        each rank's threads reach them, and a rank whose training thread entered an all_reduce while another
+        rank's save thread entered an all_gather hangs for good (seen with gloo in the two-process tests)."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
             return None
         if self._async_group is None:
             self._async_group = dist.new_group(backend="gloo")
