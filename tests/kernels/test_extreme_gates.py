@@ -259,6 +259,8 @@ FLA_CASES = {  # name: (B, T, H, K, V, dtype, scale, gate_logit_normalizer, frac
 # not 8e-3: at K = V = 256 with gates near 0 (normaliser 10: memory over hundreds of tokens of positive keys) they
 # measured 9.6e-3 and 9.2e-3 on the H200 (dg 1.5e-2, dbeta 9.4e-3), the other cases at most 4.9e-3; not analysed.
 FLA_INPUT_BOUNDS = HALF | dict(dk=1.2e-2, dv=1.2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", list(FLA_CASES))
 def test_gpu_gated_delta_rule_half_gradients_on_fla_inputs(name):

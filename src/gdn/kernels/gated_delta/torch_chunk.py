@@ -60,7 +60,6 @@ def chunk_gated_delta_rule_torch(
     return o.to(out_dtype), (final if output_final_state else None)
 
 
-
 def _chunked_sequences(q, k, v, g, beta, initial_state, chunk_size):
     """One sequence per batch row; q is already scaled. Returns o [B, T, H, V] and the final state."""
     B, T, H, K = k.shape

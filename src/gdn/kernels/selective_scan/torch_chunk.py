@@ -82,22 +82,17 @@ def selective_scan_torch(
 def scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size):
     """selective_scan_torch without the autocast guard or the step-size transform: every row, or every packed
     sequence, from its own state."""
-    batch, length, channels = x.shape
     dtype = torch.promote_types(x.dtype, torch.float32)
     xs, dt, A, B, C = (t.to(dtype) for t in (x, dt, A, B, C))
-
-    def start_state(seq: slice) -> torch.Tensor:
-        if initial_state is None:
-            return xs.new_zeros(seq.stop - seq.start, *A.shape)
-        return initial_state[seq].to(dtype)
+    num_states = x.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
+    states = xs.new_zeros(num_states, *A.shape) if initial_state is None else initial_state.to(dtype)
 
     if cu_seqlens is None:
-        y, final = scan_sequence(xs, dt, A, B, C, start_state(slice(0, batch)), chunk_size)
+        y, final = scan_sequence(xs, dt, A, B, C, states, chunk_size)
     else:  # one sequence at a time, each from its own initial state
         def run(x_s, dt_s, B_s, C_s, h0):
-            return scan_sequence(x_s, dt_s, A, B_s, C_s, xs.new_zeros(1, *A.shape) if h0 is None else h0, chunk_size)
+            return scan_sequence(x_s, dt_s, A, B_s, C_s, h0, chunk_size)
 
-        states = None if initial_state is None else initial_state.to(dtype)
         y, final = each_sequence(run, (xs, dt, B, C), states, cu_seqlens)
     if D is not None:
         y = y + D.to(dtype) * xs
