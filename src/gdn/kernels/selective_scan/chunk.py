@@ -379,10 +379,13 @@ def _setup_context(ctx, inputs, output):
     x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, dt_bias, dt_softplus = inputs
     ctx.save_for_backward(x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, output[2])
     ctx.output_final_state, ctx.dt_softplus = output_final_state, dt_softplus
+    ctx.set_materialize_grads(False)  # the checkpoints output gets None, not a zero tensor of its size, as gradient
 
 
 def _backward(ctx, dy, d_final, _d_checkpoints):
     x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, checkpoints = ctx.saved_tensors
+    if dy is None:  # only the final state reaches the loss
+        dy = torch.zeros_like(x)
     dx, ddt, dA, dB, dC, dD, dh0, dbias = selective_scan_bwd(
         x, dt, A, B, C, D, initial_state, cu_seqlens, dt_bias, ctx.dt_softplus, checkpoints, dy.contiguous(),
         d_final if ctx.output_final_state else None)
