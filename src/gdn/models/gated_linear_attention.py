@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from gdn.kernels.gated_delta.reference import l2_normalize
-from gdn.kernels.sequences import each_sequence
+from gdn.kernels.sequences import packed_as_rows
 
 
 def chunk_gated_linear_attention(
@@ -27,7 +27,15 @@ def chunk_gated_linear_attention(
     use_qk_l2norm: bool = False,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Layout as the gated delta rule without beta: q, k [B, T, H, K], v [B, T, H, V], g [B, T, H]."""
+    """Layout as the gated delta rule without beta: q, k [B, T, H, K], v [B, T, H, V], g [B, T, H]. Runs in
+    float32 (float64 for float64 inputs), under autocast too; o comes back in q's dtype."""
+    with torch.autocast(q.device.type, enabled=False):  # bf16 matmuls would lose the decays and the states
+        return _gated_linear_attention(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens,
+                                       use_qk_l2norm, chunk_size)
+
+
+def _gated_linear_attention(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
+                            chunk_size):
     K = q.shape[-1]
     out_dtype = q.dtype
     compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -41,7 +49,7 @@ def chunk_gated_linear_attention(
         o, final = _chunked(q, k, v, g, state, chunk_size)
     else:
         run = lambda *pieces: _chunked(*pieces, chunk_size)  # noqa: E731
-        o, final = each_sequence(run, (q, k, v, g), state, cu_seqlens)
+        o, final = packed_as_rows(run, (q, k, v, g), state, cu_seqlens)
     return o.to(out_dtype), (final if output_final_state else None)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.reference import l2_normalize
-from gdn.kernels.sequences import each_sequence
+from gdn.kernels.sequences import packed_as_rows
 
 
 def chunk_gated_delta_rule_torch(
@@ -37,8 +37,15 @@ def chunk_gated_delta_rule_torch(
     """Same arguments and layout as `gdn.kernels.chunk_gated_delta_rule`, plus the chunk size.
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; g (natural-log decay), beta: [B, T, H]; states: [N, H, K, V].
-    The gate math and the state run in float32 (float64 when q is float64); o comes back in q's dtype.
+    Everything runs in float32 (float64 when q is float64), under autocast too; o comes back in q's dtype.
     """
+    with torch.autocast(q.device.type, enabled=False):  # bf16 matmuls would lose T = (I + A)^-1 and the states
+        return _gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
+                                 use_qk_l2norm, chunk_size)
+
+
+def _gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
+                      chunk_size):
     B, T, H, K = q.shape
     if cu_seqlens is not None and B != 1:
         raise ValueError(f"cu_seqlens needs batch size 1, got {B}")
@@ -56,7 +63,7 @@ def chunk_gated_delta_rule_torch(
         o, final = _chunked_sequences(q * scale, k, v, g, beta, initial_state, chunk_size)
     else:
         run = lambda *pieces: _chunked_sequences(*pieces, chunk_size)  # noqa: E731
-        o, final = each_sequence(run, (q * scale, k, v, g, beta), initial_state, cu_seqlens)
+        o, final = packed_as_rows(run, (q * scale, k, v, g, beta), initial_state, cu_seqlens)
     return o.to(out_dtype), (final if output_final_state else None)
 
 

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.selective_scan.reference import step_size
-from gdn.kernels.sequences import each_sequence
+from gdn.kernels.sequences import packed_as_rows
 
 
 def scan_chunk(
@@ -93,7 +93,7 @@ def scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_
         def run(x_s, dt_s, B_s, C_s, h0):
             return scan_sequence(x_s, dt_s, A, B_s, C_s, h0, chunk_size)
 
-        y, final = each_sequence(run, (xs, dt, B, C), states, cu_seqlens)
+        y, final = packed_as_rows(run, (xs, dt, B, C), states, cu_seqlens)
     if D is not None:
         y = y + D.to(dtype) * xs
     return y.to(x.dtype), (final if output_final_state else None)

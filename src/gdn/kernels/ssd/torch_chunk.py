@@ -14,7 +14,7 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.torch_chunk import _from_chunks, _to_chunks
-from gdn.kernels.sequences import each_sequence
+from gdn.kernels.sequences import packed_as_rows
 from gdn.kernels.ssd.reference import expand_groups
 
 
@@ -33,8 +33,13 @@ def chunk_ssd_torch(
     """Same arguments and layout as `recurrent_ssd_reference`, plus the chunk size.
 
     x [B, T, H, P]; dt [B, T, H]; A, D [H]; B, C [B, T, G, N]; states [N_seq, H, N, P] in float32.
-    Computes in float32 (float64 when x is float64); y comes back in x's dtype.
+    Computes in float32 (float64 when x is float64), under autocast too; y comes back in x's dtype.
     """
+    with torch.autocast(x.device.type, enabled=False):  # bf16 matmuls would lose the decays and the states
+        return _ssd(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size)
+
+
+def _ssd(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size):
     batch, T, H, _ = x.shape
     if cu_seqlens is not None and batch != 1:
         raise ValueError(f"cu_seqlens needs batch size 1, got {batch}")
@@ -49,7 +54,7 @@ def chunk_ssd_torch(
         y, final = _chunked_sequences(q, k, v, g, state, chunk_size)
     else:
         run = lambda *pieces: _chunked_sequences(*pieces, chunk_size)  # noqa: E731
-        y, final = each_sequence(run, (q, k, v, g), state, cu_seqlens)
+        y, final = packed_as_rows(run, (q, k, v, g), state, cu_seqlens)
     if D is not None:
         y = y + D.to(compute_dtype)[:, None] * x_wide  # the skip connection D x
     return y.to(x.dtype), (final if output_final_state else None)
