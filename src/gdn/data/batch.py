@@ -18,6 +18,11 @@ class Batch:
     labels: torch.Tensor
     cu_seqlens: torch.Tensor | None = None
 
+    def pin_memory(self) -> "Batch":
+        """In page-locked host memory, for a copy to the GPU that does not wait for the work queued before it."""
+        tensors = (self.input_ids, self.labels, self.cu_seqlens)
+        return Batch(*(None if t is None else t.pin_memory() for t in tensors))
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """On a GPU with non_blocking, from pinned copies: a copy from pageable memory may wait for the work
         already queued on the stream (the previous step's optimizer), a pinned one is only queued."""
