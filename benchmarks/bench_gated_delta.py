@@ -5,7 +5,8 @@
 bf16 q/k/v/beta, fp32 log decay g, q/k L2-normalised inside the kernel (FLA: use_qk_l2norm_in_kernel=True), no
 states. Times are CUDA-event medians (triton.testing.do_bench) after warm-up; peak memory is the allocator's
 peak during one fwd+bwd above what the inputs hold. FLA is optional: without it its columns read "-".
---breakdown also times each of our stages; --check first compares our o, final state and every gradient with
+--breakdown also times each of our stages; --anchors none times ours alone (for a second run of an older commit's
+src/ beside this one: gpu_check.sh bench-vs); --check first compares our o, final state and every gradient with
 the float64 PyTorch chunked computation at small batches of the same head sizes (the same compiled kernels).
 """
 from __future__ import annotations
@@ -135,10 +136,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--breakdown", action="store_true", help="also time each of our stages")
     parser.add_argument("--check", action="store_true", help="first check our results against float64")
+    parser.add_argument("--anchors", choices=("fla,sdpa", "none"), default="fla,sdpa",
+                        help="time FLA and SDPA beside ours (default) or ours alone")
     args = parser.parse_args()
-    fla = load_fla()
+    anchors = args.anchors != "none"
+    fla = load_fla() if anchors else None
     props = torch.cuda.get_device_properties(0)
-    print(f"card: {props.name}, torch {torch.__version__}, triton {triton.__version__}")
+    import gdn
+    print(f"card: {props.name}, torch {torch.__version__}, triton {triton.__version__}, gdn from {gdn.__file__}")
     if args.check:
         check_against_float64(2, 1000, 4, 128, 128)
         check_against_float64(1, 1000, 2, 256, 512)
@@ -150,7 +155,7 @@ def main():
         inputs = make_inputs(B, T, H, K, V)
         o = measure(ours, inputs)
         f = measure(fla, inputs) if fla else None
-        s = measure(sdpa, inputs) if K == V else None
+        s = measure(sdpa, inputs) if anchors and K == V else None
         ratio_fwd, ratio_all = (f"{f[0] / o[0]:.2f}", f"{f[1] / o[1]:.2f}") if f else ("-", "-")
         print(f"| {B} x {T}, {H}, {K}/{V} | {o[0]:.2f} | {o[1]:.2f} | {cell(f, 0)} | {cell(f, 1)} | {ratio_fwd} | "
               f"{ratio_all} | {cell(s, 0)} | {cell(s, 1)} | {o[2]:.2f} / {cell(f, 2)} / {cell(s, 2)} |")

@@ -4,6 +4,8 @@
 #   layers       pytest -m gpu on the layer kernels (conv, gated norm, gate) and the models (Triton vs PyTorch
 #                GDN layer, bf16 training step of a hybrid): ~4-5 min, mostly Triton compilation
 #   bench [args] bench_gated_delta.py vs FLA 0.6.0 and SDPA (~6.5 min with FLA's autotuning)
+#   bench-vs DIR [args]  bench [args] (with FLA and SDPA), then the table for ours alone from DIR (an older commit's src/,
+#                e.g. `git archive OLD src | tar -x -C .baseline`, carried): the same-run check of a hot-path change
 #   scan         pytest -m gpu on the Mamba1 selective scan (kernel vs float64, layer vs PyTorch path, Samba
 #                decode == full forward), then bench_selective_scan.py (Triton vs chunked PyTorch): ~3-5 min
 #   mixers       pytest -m gpu on the SSD (Triton vs float64), FlexAttention SWA vs SDPA with a dense mask, decode ==
@@ -52,5 +54,11 @@ if [[ $part == ops ]]; then
 fi
 if [[ $part == bench || $part == all ]]; then
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1
+fi
+if [[ $part == bench-vs ]]; then
+    base=$1; shift
+    python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1
+    PYTHONPATH=$base:${PYTHONPATH#src:} python3 benchmarks/bench_gated_delta.py --anchors none 2>&1 \
+        | tee "$LOGS/bench_baseline.log" || status=1
 fi
 exit $status

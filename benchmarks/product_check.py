@@ -88,7 +88,8 @@ def tokenize(corpus: str, cache_dir: str, vocab_size: int, seq_len: int) -> None
 
 
 def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
-    """Per model, the train loss of run `<model>-triton` against `<model>-torch` (the newest run of each name)."""
+    """Per model, the train loss of run `<model>-triton` against `<model>-torch`, and against `<model>-fp32` (the
+    Triton run without bf16 autocast) where there is one: the newest run of each name."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -106,29 +107,38 @@ def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
         model, _, backend = name.rpartition("-")
         if backend != "triton" or f"{model}-torch" not in losses:
             continue
-        triton, torch_ = losses[name], losses[f"{model}-torch"]
-        steps = sorted(set(triton) & set(torch_))
-        if not steps:
-            result[model] = {"steps": 0, "steps_triton": len(triton), "steps_torch": len(torch_)}
-            print(f"{model}: no step logged by both runs (triton {len(triton)}, torch {len(torch_)})")
-            continue
-        diffs = [abs(triton[s] - torch_[s]) for s in steps]
-        relative = [d / abs(torch_[s]) for d, s in zip(diffs, steps)]
-        worst = max(range(len(steps)), key=diffs.__getitem__)
-        result[model] = {
-            "steps": len(steps), "max_abs_diff": diffs[worst], "at_step": steps[worst],
-            "mean_rel_diff": sum(relative) / len(relative), "final_loss_triton": triton[steps[-1]],
-            "final_loss_torch": torch_[steps[-1]], "finite": all(v == v for v in [*triton.values(), *torch_.values()]),
-        }
-        print(f"{model}: {len(steps)} steps, max |loss_triton - loss_torch| {diffs[worst]:.4f} at step "
-              f"{steps[worst]}, mean relative difference {result[model]['mean_rel_diff']:.2e}, final loss "
-              f"{triton[steps[-1]]:.4f} (triton) / {torch_[steps[-1]]:.4f} (torch)")
+        result[model] = compare_curves(model, losses[name], losses[f"{model}-torch"], "torch")
+        if f"{model}-fp32" in losses:  # the yardstick: how far bf16 alone moves the Triton run's curve
+            result[model]["bf16_effect"] = compare_curves(model, losses[name], losses[f"{model}-fp32"], "fp32")
     if not result:
         raise SystemExit(f"no <model>-triton / <model>-torch pair of runs in {experiment!r}: found {sorted(losses)}")
     out.write_text(json.dumps(result, indent=2) + "\n")
     if any(entry["steps"] == 0 for entry in result.values()):
         raise SystemExit("a pair of runs has no common step: see the training logs")
     return result
+
+
+def compare_curves(model: str, triton: dict[int, float], other: dict[int, float], label: str) -> dict:
+    """The train loss of the Triton run against another run of the same model, seed and batches (`label`): the
+    largest and mean differences, the mean over the last 50 common steps, and both curves every 20 steps."""
+    steps = sorted(set(triton) & set(other))
+    if not steps:
+        print(f"{model}: no step logged by both runs (triton {len(triton)}, {label} {len(other)})")
+        return {"steps": 0, "steps_triton": len(triton), f"steps_{label}": len(other)}
+    diffs = [triton[s] - other[s] for s in steps]
+    worst = max(range(len(steps)), key=lambda i: abs(diffs[i]))
+    last = diffs[-50:]
+    entry = {
+        "steps": len(steps), "max_abs_diff": abs(diffs[worst]), "at_step": steps[worst],
+        "mean_rel_diff": sum(abs(d) / abs(other[s]) for d, s in zip(diffs, steps)) / len(steps),
+        "mean_diff_last_50": sum(last) / len(last), "final_loss_triton": triton[steps[-1]],
+        f"final_loss_{label}": other[steps[-1]], "finite": all(v == v for v in [*triton.values(), *other.values()]),
+        "curves": {str(s): [round(triton[s], 4), round(other[s], 4)] for s in steps if s == 1 or s % 20 == 0},
+    }
+    print(f"{model} triton vs {label}: {len(steps)} steps, max |difference| {entry['max_abs_diff']:.4f} at step "
+          f"{steps[worst]}, mean relative {entry['mean_rel_diff']:.2e}, mean triton - {label} over the last 50 "
+          f"steps {entry['mean_diff_last_50']:+.4f}, final {triton[steps[-1]]:.4f} / {other[steps[-1]]:.4f}")
+    return entry
 
 
 def sweep_runs(tracking_uri: str, out: Path) -> list[dict]:

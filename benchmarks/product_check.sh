@@ -9,7 +9,8 @@
 #   sweep    gdn-sweep baselines: the seven architectures at scale=small, default AdamW + cosine, $STEPS (300) steps
 #            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200)
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
-#            same batches); per model the largest and mean relative train-loss difference to $OUT/agree.json
+#            same batches), and the Triton backend in fp32 (the yardstick of bf16's own effect; AGREE_FP32=0 skips
+#            it); per model the largest, mean and last-50-step train-loss differences to $OUT/agree.json
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
 #   bash benchmarks/product_check.sh install corpus          # then: ... sweep   and   ... agree
@@ -121,19 +122,25 @@ sweep() {
 agree() {
     ensure_corpus || return 1
     export GDN_OUTPUT_ROOT=$ROOT/agree-$(date +%H%M%S)
-    local status=0 model backend limit runs_left=4
-    for model in gdn mamba2; do
-        for backend in triton torch; do
-            # each of the four runs gets a quarter of what is left (less for the comparison)
-            limit=$((($(seconds_left) - 20) / runs_left--))
-            echo "== $model, backend $backend: $AGREE_STEPS steps, at most $limit s"
-            # the CPU test runs the Triton kernels under the interpreter
-            env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
-                timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
-                "model.mixers.$model.backend=$backend" seed=0 trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 \
-                trainer.eval_every="$AGREE_STEPS" trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
-                logging.experiment_name=agree logging.run_name="$model-$backend" || status=1
-        done
+    local status=0 run model backend precision limit
+    # "fp32": the Triton run again without bf16 autocast, the yardstick of what bf16 alone changes (AGREE_FP32=0: not)
+    local runs=(gdn-triton gdn-torch mamba2-triton mamba2-torch)
+    [[ ${AGREE_FP32:-1} == 1 ]] && runs+=(gdn-fp32 mamba2-fp32)
+    local runs_left=${#runs[@]}
+    for run in "${runs[@]}"; do
+        model=${run%-*} backend=${run#*-} precision=auto
+        [[ $backend == fp32 ]] && backend=triton precision=fp32
+        # each run gets an equal share of what is left (less for the comparison)
+        limit=$((($(seconds_left) - 20) / runs_left--))
+        echo "== $run: $model, backend $backend, precision $precision: $AGREE_STEPS steps, at most $limit s"
+        # the CPU test runs the Triton kernels under the interpreter
+        env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
+            timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
+            "model.mixers.$model.backend=$backend" trainer.precision=$precision seed=0 \
+            trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
+            trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
+            logging.experiment_name=agree logging.run_name="$run" || status=1
+        touch "$ROOT/.agree-$run-done"  # for a script that waits to start other work on the GPU
     done
     "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
         --out "$LOGS/agree.json" || status=1
