@@ -128,3 +128,30 @@ def test_varlen_under_torch_compile_does_not_recompile_per_batch():
         torch.testing.assert_close(compiled(q, k, v, g, beta, cu), loss(q, k, v, g, beta, cu))
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[1:] == [graphs[1]] * 3, f"graphs compiled after each batch: {graphs}"
+
+
+def test_bf16_autocast_leaves_the_fp32_computation_as_it_is():
+    # The PyTorch paths of the gated delta rule, the SSD, gated linear attention and the selective scan run with
+    # autocast off (gdn.kernels.precision): under bf16 autocast they give exactly what they give without it.
+    from gdn.kernels.selective_scan.torch_chunk import selective_scan_torch
+    from gdn.kernels.ssd.torch_chunk import chunk_ssd_torch
+    from gdn.models.gated_linear_attention import chunk_gated_linear_attention
+
+    delta = {name: x.detach().float() for name, x in random_inputs(1, 40, num_states=1).items()}
+    gen = torch.Generator().manual_seed(3)
+    x, B, C = (torch.randn(1, 40, *shape, generator=gen) for shape in ((2, 8), (1, 8), (1, 8)))
+    dt = torch.rand(1, 40, 2, generator=gen)
+    scan_x, scan_dt = torch.randn(1, 40, 6, generator=gen), torch.rand(1, 40, 6, generator=gen)
+    calls = {
+        "gated delta rule": lambda: chunk_gated_delta_rule_torch(**delta, chunk_size=CHUNK),
+        "gated linear attention": lambda: chunk_gated_linear_attention(
+            delta["q"], delta["k"], delta["v"], delta["g"], chunk_size=CHUNK),
+        "ssd": lambda: chunk_ssd_torch(x, dt, -torch.ones(2), B, C, chunk_size=CHUNK),
+        "selective scan": lambda: selective_scan_torch(scan_x, scan_dt, -torch.ones(6, 4), B[..., 0, :4],
+                                                       C[..., 0, :4]),
+    }
+    for name, call in calls.items():
+        expected = call()[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = call()[0]
+        assert got.dtype == torch.float32 and torch.equal(got, expected), name

@@ -29,9 +29,9 @@ def packed_as_rows(
     training step on an H200 with one call per document (16 x 2048 tokens of source files).
 
     Eager under torch.compile: traced, it would compile anew for every batch's document lengths."""
-    bounds = cu_seqlens.tolist()
-    starts, lengths = bounds[:-1], [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-    total, longest = bounds[-1], max(lengths, default=0)
+    spans = sequence_bounds(cu_seqlens, 1, 0)
+    starts, lengths = [start for _, start, _ in spans], [end - start for _, start, end in spans]
+    total, longest = tensors[0].shape[1], max(lengths, default=0)
     device = tensors[0].device
     offsets = torch.arange(longest, device=device)
     starts_t, lengths_t = (torch.tensor(x, device=device)[:, None] for x in (starts, lengths))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import torch
 
 from gdn.kernels.gated_delta.reference import l2_normalize
+from gdn.kernels.precision import without_autocast
 from gdn.kernels.sequences import packed_as_rows
 
 
+@without_autocast
 def chunk_gated_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -29,13 +31,6 @@ def chunk_gated_linear_attention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Layout as the gated delta rule without beta: q, k [B, T, H, K], v [B, T, H, V], g [B, T, H]. Runs in
     float32 (float64 for float64 inputs), under autocast too; o comes back in q's dtype."""
-    with torch.autocast(q.device.type, enabled=False):  # bf16 matmuls would lose the decays and the states
-        return _gated_linear_attention(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens,
-                                       use_qk_l2norm, chunk_size)
-
-
-def _gated_linear_attention(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
-                            chunk_size):
     K = q.shape[-1]
     out_dtype = q.dtype
     compute_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32

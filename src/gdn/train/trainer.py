@@ -105,7 +105,8 @@ class Trainer:
         self.data_position = 0  # index of the next global micro-batch
         self.failed_saves: list[int] = []
         self._sigterm = False
-        self._prefetcher: BatchPrefetcher | None = None  # made by the first step
+        # starts its thread on the first step; fit closes it at the end
+        self._batches = BatchPrefetcher(self._host_batches, pin_memory=self.device.type == "cuda")
 
     # -- state ------------------------------------------------------------------------------------------------
     def trainer_state(self) -> dict[str, Any]:
@@ -198,7 +199,7 @@ class Trainer:
         # stall the queue): the valid tokens are counted on the host batches, and their global sum stays a
         # device tensor that the losses are divided by.
         self._data_wait = time.perf_counter()
-        host_batches = self._batch_reader().get(self.data_position, self.data_position + self.settings.grad_accum)
+        host_batches = self._batches.get(self.data_position, self.data_position + self.settings.grad_accum)
         valid = torch.full((), float(sum(b.num_valid_tokens for b in host_batches)), device=self.device)
         valid_tokens = dist_utils.all_reduce_sum(valid).clamp_min(1.0)
         batches = [b.to(self.device, non_blocking=True) for b in host_batches]
@@ -224,12 +225,6 @@ class Trainer:
         self.data_position += self.settings.grad_accum
         self.tokens_seen += self.world_size * sum(b.input_ids.numel() for b in batches)  # ranks hold equal rows
         return loss_value, norm_value
-
-    def _batch_reader(self) -> BatchPrefetcher:
-        """The reader of the host batches (fit closes its thread at the end; a later step starts another)."""
-        if self._prefetcher is None:
-            self._prefetcher = BatchPrefetcher(self._host_batches, pin_memory=self.device.type == "cuda")
-        return self._prefetcher
 
     def _host_batches(self, position: int) -> list:
         """This rank's rows of the step's grad_accum global micro-batches from data position `position` on."""
@@ -302,7 +297,7 @@ class Trainer:
         bar = tqdm(total=last_step, initial=self.step, disable=not s.progress_bar or self.rank != 0, desc="train",
                    dynamic_ncols=True)
         self.model.train()
-        with self._sigterm_requests_stop(), contextlib.closing(self._batch_reader()):
+        with self._sigterm_requests_stop(), contextlib.closing(self._batches):
             while self.step < last_step:
                 tokens_before = self.tokens_seen
                 lr = self._set_learning_rate()

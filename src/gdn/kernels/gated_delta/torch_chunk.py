@@ -18,9 +18,11 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.reference import l2_normalize
+from gdn.kernels.precision import without_autocast
 from gdn.kernels.sequences import packed_as_rows
 
 
+@without_autocast
 def chunk_gated_delta_rule_torch(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -39,13 +41,6 @@ def chunk_gated_delta_rule_torch(
     q, k: [B, T, H, K]; v: [B, T, H, V]; g (natural-log decay), beta: [B, T, H]; states: [N, H, K, V].
     Everything runs in float32 (float64 when q is float64), under autocast too; o comes back in q's dtype.
     """
-    with torch.autocast(q.device.type, enabled=False):  # bf16 matmuls would lose T = (I + A)^-1 and the states
-        return _gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens,
-                                 use_qk_l2norm, chunk_size)
-
-
-def _gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm,
-                      chunk_size):
     B, T, H, K = q.shape
     if cu_seqlens is not None and B != 1:
         raise ValueError(f"cu_seqlens needs batch size 1, got {B}")

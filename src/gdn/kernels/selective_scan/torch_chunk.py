@@ -20,6 +20,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
+from gdn.kernels.precision import without_autocast
 from gdn.kernels.selective_scan.reference import step_size
 from gdn.kernels.sequences import packed_as_rows
 
@@ -57,6 +58,7 @@ def scan_sequence(x, dt, A, B, C, h0, chunk_size):
     return torch.cat(outputs, dim=1) if outputs else x.new_zeros(x.shape), h
 
 
+@without_autocast
 def selective_scan_torch(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -73,10 +75,9 @@ def selective_scan_torch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Same arguments and layout as `gdn.kernels.selective_scan.selective_scan`. The scan runs in float32 (float64
     for float64 inputs) even under autocast: its decays and states would not survive bfloat16 einsums."""
-    with torch.autocast(x.device.type, enabled=False):
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        dt = step_size(dt.to(dtype), dt_bias, dt_softplus)
-        return scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    dt = step_size(dt.to(dtype), dt_bias, dt_softplus)
+    return scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size)
 
 
 def scan_all_sequences(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size):

@@ -14,10 +14,12 @@ import torch
 
 from gdn.kernels.gated_delta._common import floor_fp32_log_decays
 from gdn.kernels.gated_delta.torch_chunk import _from_chunks, _to_chunks
+from gdn.kernels.precision import without_autocast
 from gdn.kernels.sequences import packed_as_rows
 from gdn.kernels.ssd.reference import expand_groups
 
 
+@without_autocast
 def chunk_ssd_torch(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -35,11 +37,6 @@ def chunk_ssd_torch(
     x [B, T, H, P]; dt [B, T, H]; A, D [H]; B, C [B, T, G, N]; states [N_seq, H, N, P] in float32.
     Computes in float32 (float64 when x is float64), under autocast too; y comes back in x's dtype.
     """
-    with torch.autocast(x.device.type, enabled=False):  # bf16 matmuls would lose the decays and the states
-        return _ssd(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size)
-
-
-def _ssd(x, dt, A, B, C, D, initial_state, output_final_state, cu_seqlens, chunk_size):
     batch, T, H, _ = x.shape
     if cu_seqlens is not None and batch != 1:
         raise ValueError(f"cu_seqlens needs batch size 1, got {batch}")
