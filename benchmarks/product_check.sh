@@ -10,7 +10,8 @@
 #            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200)
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches), and the Triton backend in fp32 (the yardstick of bf16's own effect; AGREE_FP32=0 skips
-#            it); per model the largest, mean and last-50-step train-loss differences to $OUT/agree.json
+#            it); per model the largest, mean and last-50-step train-loss differences to $OUT/agree.json;
+#            AGREE_MODELS="mamba2" (or "gdn") runs one model's runs only
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
 #   bash benchmarks/product_check.sh install corpus          # then: ... sweep   and   ... agree
@@ -124,8 +125,10 @@ agree() {
     export GDN_OUTPUT_ROOT=$ROOT/agree-$(date +%H%M%S)
     local status=0 run model backend precision limit
     # "fp32": the Triton run again without bf16 autocast, the yardstick of what bf16 alone changes (AGREE_FP32=0: not)
-    local runs=(gdn-triton gdn-torch mamba2-triton mamba2-torch)
-    [[ ${AGREE_FP32:-1} == 1 ]] && runs+=(gdn-fp32 mamba2-fp32)
+    # AGREE_MODELS ("gdn mamba2"): the models to compare, one call each when the PyTorch GDN path is slow
+    local runs=() models=(${AGREE_MODELS:-gdn mamba2})
+    for model in "${models[@]}"; do runs+=("$model-triton" "$model-torch"); done
+    [[ ${AGREE_FP32:-1} == 1 ]] && for model in "${models[@]}"; do runs+=("$model-fp32"); done
     local runs_left=${#runs[@]}
     for run in "${runs[@]}"; do
         model=${run%-*} backend=${run#*-} precision=auto

@@ -11,9 +11,11 @@ def check_packed(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
 
 
 def document_ids(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
-    """[T] index of the document each token belongs to."""
+    """[T] index of the document each token belongs to: the number of document starts at or before it, minus one."""
     tokens = torch.arange(length, device=cu_seqlens.device, dtype=cu_seqlens.dtype)
-    return torch.searchsorted(cu_seqlens[1:], tokens, right=True)
+    # Over all of cu_seqlens, not the slice cu_seqlens[1:]: torch.compile (2.11) on CUDA searches a sliced tensor
+    # from the wrong offset and returns every index one too high (pytorch#160964; benchmarks/backend_probe.py).
+    return torch.searchsorted(cu_seqlens, tokens, right=True) - 1
 
 
 def positions_in_documents(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
