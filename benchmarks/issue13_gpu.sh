@@ -5,7 +5,8 @@
 #   2. product_check.sh agree: GDN and Mamba2 through gdn-train, Triton vs PyTorch backend vs Triton in fp32, 200
 #      steps each; the first run (GDN, Triton) alone on the GPU, so that its data-wait share (issue 14) is clean
 #   3. from the end of that first run, beside the other agree runs (whose losses do not depend on timing): pytest -m
-#      gpu on extreme gates and FLA's input distributions at real shapes and the gated delta rule's GPU tests
+#      gpu on $GPU_TESTS (default: extreme gates and FLA's input distributions at real shapes and the gated delta
+#      rule's GPU tests)
 #   bash benchmarks/issue13_gpu.sh        # logs in $OUT
 set -o pipefail
 source benchmarks/device_env.sh
@@ -19,7 +20,7 @@ agree=$!
 while [[ ! -f $root/.agree-gdn-triton-done ]] && kill -0 $agree 2>/dev/null; do sleep 2; done
 echo "first agree run done at $((SECONDS - start)) s"
 timeout $((call_limit - (SECONDS - start) - 15)) python3 -m pytest -q -s -m gpu -p no:cacheprovider \
-    tests/kernels/test_extreme_gates.py tests/kernels/test_gated_delta_triton.py > "$LOGS/gpu_tests.log" 2>&1
+    ${GPU_TESTS:-tests/kernels/test_extreme_gates.py tests/kernels/test_gated_delta_triton.py} > "$LOGS/gpu_tests.log" 2>&1
 echo "gpu tests: exit $? at $((SECONDS - start)) s"
 wait $agree; echo "agree: exit $? at $((SECONDS - start)) s"
 grep -E "passed|failed|error" "$LOGS/gpu_tests.log" | tail -8

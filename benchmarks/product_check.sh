@@ -126,9 +126,12 @@ agree() {
     local status=0 run model backend precision limit
     # "fp32": the Triton run again without bf16 autocast, the yardstick of what bf16 alone changes (AGREE_FP32=0: not)
     # AGREE_MODELS ("gdn mamba2"): the models to compare, one call each when the PyTorch GDN path is slow
+    # the fast Triton runs first, the slow PyTorch runs last: each run's share of the call grows with what the
+    # runs before it left over
     local runs=() models=(${AGREE_MODELS:-gdn mamba2})
-    for model in "${models[@]}"; do runs+=("$model-triton" "$model-torch"); done
+    for model in "${models[@]}"; do runs+=("$model-triton"); done
     [[ ${AGREE_FP32:-1} == 1 ]] && for model in "${models[@]}"; do runs+=("$model-fp32"); done
+    for model in "${models[@]}"; do runs+=("$model-torch"); done
     local runs_left=${#runs[@]}
     for run in "${runs[@]}"; do
         model=${run%-*} backend=${run#*-} precision=auto
