@@ -34,15 +34,37 @@ class TokenStream:
             pieces.append(self._tokens[s][max(start - base, 0) : min(stop - base, len(self._tokens[s]))])
         return np.concatenate(pieces) if len(pieces) > 1 else np.asarray(pieces[0])
 
-    def document_starts(self, start: int, stop: int) -> np.ndarray:
-        """Positions, relative to start, of the documents beginning in [start, stop]."""
-        found = []
-        for s in self._shards_between(start, stop + 1):
-            base, offsets = self._first[s], self._offsets[s]
-            lo = np.searchsorted(offsets, start - base, side="left")
-            hi = np.searchsorted(offsets, stop - base, side="right")
-            found.append(np.asarray(offsets[lo:hi]) + base - start)
-        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+    def windows(self, starts: np.ndarray, width: int) -> np.ndarray:
+        """[R, width] tokens, row i the stream's tokens [starts[i], starts[i] + width)."""
+        first, last = self._shard_of(starts), self._shard_of(starts + width - 1)
+        out = np.empty((len(starts), width), dtype=self._tokens[0].dtype if self._tokens else np.uint16)
+        for i, (start, s) in enumerate(zip(starts.tolist(), first.tolist())):
+            if s == last[i]:  # the usual case: inside one shard
+                local = start - int(self._first[s])
+                out[i] = self._tokens[s][local : local + width]
+            else:
+                out[i] = self.read(start, start + width)
+        return out
+
+    def document_start_mask(self, starts: np.ndarray, width: int) -> np.ndarray:
+        """[R, width] bool, True at j where a document begins at stream position starts[i] + j. One vectorised
+        search per shard touched, not one per row: this runs on every training step."""
+        mask = np.zeros((len(starts), width), dtype=bool)
+        first, last = self._shard_of(starts), self._shard_of(starts + width - 1)
+        touched = sorted({s for a, b in zip(first.tolist(), last.tolist()) for s in range(a, b + 1)})
+        for s in touched:
+            offsets, local = self._offsets[s], starts - self._first[s]  # local < 0: the row starts before shard s
+            lo = np.searchsorted(offsets, local, side="left")
+            counts = np.searchsorted(offsets, local + width, side="left") - lo
+            if counts.sum() == 0:
+                continue
+            row = np.repeat(np.arange(len(starts)), counts)
+            index = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(lo, counts)
+            mask[row, np.asarray(offsets[index]) - local[row]] = True
+        return mask
+
+    def _shard_of(self, positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._first, positions, side="right") - 1
 
     def _shards_between(self, start: int, stop: int) -> range:
         first = int(np.searchsorted(self._first, start, side="right")) - 1
@@ -120,6 +142,6 @@ class TokenData:
 
     @staticmethod
     def _batch(stream: TokenStream, row_ids: np.ndarray, length: int) -> Batch:
-        windows = np.stack([stream.read(r * length, r * length + length + 1) for r in row_ids.tolist()])
-        starts = [stream.document_starts(r * length, r * length + length) for r in row_ids.tolist()]
-        return packing.batch_from_windows(windows, starts)
+        starts = np.asarray(row_ids, dtype=np.int64) * length
+        return packing.batch_from_windows(stream.windows(starts, length + 1),
+                                          stream.document_start_mask(starts, length + 1))
