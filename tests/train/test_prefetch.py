@@ -13,7 +13,7 @@ def batches_at(position: int) -> list[Batch]:
     return [Batch(ids, ids + 1, torch.tensor([0, 3, 8], dtype=torch.int32))]
 
 
-def test_returns_the_batches_of_each_position_and_reads_the_next_one_ahead_in_another_thread():
+def test_returns_the_batches_of_each_position_read_ahead_in_another_thread_when_asked():
     started = {}
 
     def read(position):
@@ -23,7 +23,8 @@ def test_returns_the_batches_of_each_position_and_reads_the_next_one_ahead_in_an
     reader = BatchPrefetcher(read, pin_memory=False)
     positions = [0, 1, 2, 7, 8, 3]  # a jump, as after a resume, and one back
     for position, following in zip(positions, positions[1:] + [4]):
-        got = reader.get(position, following)
+        got = reader.get(position)
+        reader.read_ahead(following)
         expected = batches_at(position)
         assert all(torch.equal(a, b) for a, b in zip((got[0].input_ids, got[0].labels, got[0].cu_seqlens),
                                                       (expected[0].input_ids, expected[0].labels,
@@ -40,18 +41,19 @@ def test_an_error_surfaces_for_the_position_asked_for_only():
         return batches_at(position)
 
     reader = BatchPrefetcher(read, pin_memory=False)
-    reader.get(0, 1)  # reads 1 ahead, which fails
-    assert torch.equal(reader.get(5, 6)[0].input_ids, batches_at(5)[0].input_ids)  # 1 was never asked for
-    reader.get(0, 1)
+    reader.read_ahead(1)  # fails in the thread
+    assert torch.equal(reader.get(5)[0].input_ids, batches_at(5)[0].input_ids)  # 1 was never asked for
+    reader.read_ahead(1)
     with pytest.raises(ValueError, match="bad shard"):
-        reader.get(1, 2)
+        reader.get(1)
     reader.close()
 
 
 def test_close_ends_the_thread_and_a_later_get_starts_again():
     reader = BatchPrefetcher(batches_at, pin_memory=False)
-    reader.get(0, 1)
+    reader.read_ahead(1)
     reader.close()
     assert not any(t.name.startswith("gdn-batches") for t in threading.enumerate())
-    assert torch.equal(reader.get(1, 2)[0].input_ids, batches_at(1)[0].input_ids)
+    reader.read_ahead(1)
+    assert torch.equal(reader.get(1)[0].input_ids, batches_at(1)[0].input_ids)
     reader.close()

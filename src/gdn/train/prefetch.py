@@ -1,4 +1,4 @@
-"""The next optimizer step's host batches, read in a background thread while this step runs.
+"""The next optimizer step's host batches, read in a background thread while this step runs on the GPU.
 
 A step's batches are a function of its data position alone (the data modules read by batch index from a seeded
 order), so reading them early changes no batch: determinism and resume are as without it. The thread spends its
@@ -12,24 +12,31 @@ from gdn.data.batch import Batch
 
 
 class BatchPrefetcher:
-    """get(position, next_position): the batches of `position` (read ahead by the previous call when it asked for
-    this position, else now), and starts reading those of `next_position`."""
+    """get(position): the batches of `position`, read ahead if read_ahead(position) asked for them, else now.
+    read_ahead(position): starts reading them in a background thread.
+
+    The trainer asks for the read-ahead once the step's GPU work is queued, just before it waits for the GPU: the
+    thread's Python work then runs while the main thread holds no GIL, instead of taking it from the main thread
+    while it queues kernels or copies the batch (each hand-over of the GIL can cost the main thread up to the
+    interpreter's 5 ms switch interval)."""
 
     def __init__(self, read: Callable[[int], list[Batch]], pin_memory: bool):
         self._read, self._pin_memory = read, pin_memory
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Future] | None = None
 
-    def get(self, position: int, next_position: int) -> list[Batch]:
+    def get(self, position: int) -> list[Batch]:
         if self._ahead is not None and self._ahead[0] == position:
-            batches = self._ahead[1].result()
-        else:
-            self._discard_ahead()
-            batches = self._load(position)
+            batches, self._ahead = self._ahead[1].result(), None
+            return batches
+        self._discard_ahead()
+        return self._load(position)
+
+    def read_ahead(self, position: int) -> None:
+        self._discard_ahead()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdn-batches")
-        self._ahead = (next_position, self._pool.submit(self._load, next_position))
-        return batches
+        self._ahead = (position, self._pool.submit(self._load, position))
 
     def close(self) -> None:
         """Ends the thread (the read ahead is dropped); a later get starts another."""

@@ -199,7 +199,7 @@ class Trainer:
         # stall the queue): the valid tokens are counted on the host batches, and their global sum stays a
         # device tensor that the losses are divided by.
         self._data_wait = time.perf_counter()
-        host_batches = self._batches.get(self.data_position, self.data_position + self.settings.grad_accum)
+        host_batches = self._batches.get(self.data_position)
         valid = torch.full((), float(sum(b.num_valid_tokens for b in host_batches)), device=self.device)
         valid_tokens = dist_utils.all_reduce_sum(valid).clamp_min(1.0)
         batches = [b.to(self.device, non_blocking=True) for b in host_batches]
@@ -214,7 +214,9 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         grad_norm = total_norm.full_tensor() if isinstance(total_norm, DTensor) else total_norm
-        loss_value, norm_value = dist_utils.all_reduce_sum(loss_total).item(), grad_norm.item()
+        global_loss = dist_utils.all_reduce_sum(loss_total)
+        self._batches.read_ahead(self.data_position + self.settings.grad_accum)  # while this thread waits below
+        loss_value, norm_value = global_loss.item(), grad_norm.item()
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             if self.settings.grad_clip:
                 torch.nn.utils.clip_grads_with_norm_(params, self.settings.grad_clip, total_norm)
