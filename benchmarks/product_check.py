@@ -3,7 +3,7 @@
     python3 benchmarks/product_check.py requirements NAME...        # unmet Requires-Dist of NAME and its needs
     python3 benchmarks/product_check.py corpus OUT.jsonl --max-mb 120  # site-packages' .py files, one per line
     python3 benchmarks/product_check.py tokenize CORPUS --cache-dir D --vocab-size V --seq-len L
-    python3 benchmarks/product_check.py agree --tracking-uri URI --experiment agree --out agree.json
+    python3 benchmarks/product_check.py agree --tracking-uri URI [URI ...] --experiment agree --out agree.json
 """
 import argparse
 import importlib.util
@@ -87,18 +87,22 @@ def tokenize(corpus: str, cache_dir: str, vocab_size: int, seq_len: int) -> None
           f"vocab {data.vocab_size}, tokenizer {data.tokenizer_path}")
 
 
-def agreement(tracking_uri: str, experiment: str, out: Path) -> dict:
+def agreement(tracking_uris: list[str], experiment: str, out: Path) -> dict:
     """Per model, the train loss of run `<model>-triton` against `<model>-torch`, and against `<model>-fp32` (the
-    Triton run without bf16 autocast) where there is one: the newest run of each name."""
+    Triton run without bf16 autocast) where there is one: the newest run of each name over the stores given (the
+    concurrent runs of product_check.sh agree each keep a store of their own)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise SystemExit(f"no experiment {experiment!r} in {tracking_uri}: run the agree trainings first")
-    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+    found_runs = []
+    for uri in tracking_uris:
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            found_runs += [(client, run) for run in client.search_runs([found.experiment_id])]
+    if not found_runs:
+        raise SystemExit(f"no experiment {experiment!r} in {tracking_uris}: run the agree trainings first")
     losses = {}
-    for run in runs:
+    for client, run in sorted(found_runs, key=lambda pair: -pair[1].info.start_time):
         name = run.info.run_name
         if name not in losses:
             losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
@@ -141,25 +145,26 @@ def compare_curves(model: str, triton: dict[int, float], other: dict[int, float]
     return entry
 
 
-def sweep_runs(tracking_uri: str, out: Path) -> list[dict]:
-    """Every run of the store: name, status, steps, the last train loss, any non-finite loss, and the data-wait
+def sweep_runs(tracking_uris: list[str], out: Path) -> list[dict]:
+    """Every run of the stores: name, status, steps, the last train loss, any non-finite loss, and the data-wait
     share of the step time (mean and max over the logged intervals; issue 14 asks for under 1%)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
     rows = []
-    for experiment in client.search_experiments():
-        for run in client.search_runs([experiment.experiment_id]):
-            loss = client.get_metric_history(run.info.run_id, "train/loss")
-            wait = [m.value for m in client.get_metric_history(run.info.run_id, "train/data_wait_share")]
-            rows.append({
-                "run": run.info.run_name, "status": run.info.status, "steps": max((m.step for m in loss), default=0),
-                "last_train_loss": loss[-1].value if loss else None,
-                "non_finite_losses": sum(not (m.value == m.value and abs(m.value) != float("inf")) for m in loss),
-                "data_wait_share_mean": sum(wait) / len(wait) if wait else None,
-                "data_wait_share_max": max(wait, default=None), "tags_non_finite": run.data.tags.get("non_finite"),
-            })
-            print(json.dumps(rows[-1]))
+    for uri in tracking_uris:
+        client = MlflowClient(uri)
+        for experiment in client.search_experiments():
+            for run in client.search_runs([experiment.experiment_id]):
+                loss = client.get_metric_history(run.info.run_id, "train/loss")
+                wait = [m.value for m in client.get_metric_history(run.info.run_id, "train/data_wait_share")]
+                rows.append({
+                    "run": run.info.run_name, "status": run.info.status,
+                    "steps": max((m.step for m in loss), default=0), "last_train_loss": loss[-1].value if loss else None,
+                    "non_finite_losses": sum(not (m.value == m.value and abs(m.value) != float("inf")) for m in loss),
+                    "data_wait_share_mean": sum(wait) / len(wait) if wait else None,
+                    "data_wait_share_max": max(wait, default=None), "tags_non_finite": run.data.tags.get("non_finite"),
+                })
+                print(json.dumps(rows[-1]))
     out.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
@@ -178,11 +183,11 @@ def main() -> None:
     tok.add_argument("--vocab-size", type=int, required=True)
     tok.add_argument("--seq-len", type=int, required=True)
     agree = commands.add_parser("agree")
-    agree.add_argument("--tracking-uri", required=True)
+    agree.add_argument("--tracking-uri", required=True, nargs="+")
     agree.add_argument("--experiment", default="agree")
     agree.add_argument("--out", type=Path, required=True)
     runs = commands.add_parser("runs")
-    runs.add_argument("--tracking-uri", required=True)
+    runs.add_argument("--tracking-uri", required=True, nargs="+")
     runs.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "runs":

@@ -10,7 +10,8 @@
 #            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200)
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches), and the Triton backend in fp32 (the yardstick of bf16's own effect; AGREE_FP32=0 skips
-#            it); per model the largest, mean and last-50-step train-loss differences to $OUT/agree.json;
+#            it); the first run alone, the others side by side, each in a store of its own; per model the largest,
+#            mean and last-50-step train-loss differences to $OUT/agree.json, each run's log to $OUT/agree-RUN.log;
 #            AGREE_MODELS="mamba2" (or "gdn") runs one model's runs only
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
@@ -120,37 +121,43 @@ sweep() {
     return $status
 }
 
+agree_run() {  # RUN LIMIT: one training of the agree part (RUN = MODEL-BACKEND), in a store of its own
+    local run=$1 limit=$2 model=${1%-*} backend=${1#*-} precision=auto
+    [[ $backend == fp32 ]] && backend=triton precision=fp32
+    echo "== $run: $model, backend $backend, precision $precision: $AGREE_STEPS steps, at most $limit s"
+    # the CPU test runs the Triton kernels under the interpreter
+    GDN_OUTPUT_ROOT=$agree_root/$run env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
+        timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
+        "model.mixers.$model.backend=$backend" trainer.precision=$precision seed=0 \
+        trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
+        trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
+        logging.experiment_name=agree logging.run_name="$run" > "$LOGS/agree-$run.log" 2>&1
+    local status=$?
+    echo "== $run: exit status $status"; tail -3 "$LOGS/agree-$run.log"
+    touch "$ROOT/.agree-$run-done"  # for a script that waits to start other work on the GPU
+    return $status
+}
+
 agree() {
     ensure_corpus || return 1
-    export GDN_OUTPUT_ROOT=$ROOT/agree-$(date +%H%M%S)
-    local status=0 run model backend precision limit
+    agree_root=$ROOT/agree-$(date +%H%M%S)
     # "fp32": the Triton run again without bf16 autocast, the yardstick of what bf16 alone changes (AGREE_FP32=0: not)
-    # AGREE_MODELS ("gdn mamba2"): the models to compare, one call each when the PyTorch GDN path is slow
-    # the fast Triton runs first, the slow PyTorch runs last: each run's share of the call grows with what the
-    # runs before it left over
-    local runs=() models=(${AGREE_MODELS:-gdn mamba2})
+    # AGREE_MODELS ("gdn mamba2"): the models to compare
+    local runs=() models=(${AGREE_MODELS:-gdn mamba2}) run status=0 pids=()
     for model in "${models[@]}"; do runs+=("$model-triton"); done
     [[ ${AGREE_FP32:-1} == 1 ]] && for model in "${models[@]}"; do runs+=("$model-fp32"); done
     for model in "${models[@]}"; do runs+=("$model-torch"); done
-    local runs_left=${#runs[@]}
-    for run in "${runs[@]}"; do
-        model=${run%-*} backend=${run#*-} precision=auto
-        [[ $backend == fp32 ]] && backend=triton precision=fp32
-        # each run gets an equal share of what is left (less for the comparison)
-        limit=$((($(seconds_left) - 20) / runs_left--))
-        echo "== $run: $model, backend $backend, precision $precision: $AGREE_STEPS steps, at most $limit s"
-        # the CPU test runs the Triton kernels under the interpreter
-        env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
-            timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
-            "model.mixers.$model.backend=$backend" trainer.precision=$precision seed=0 \
-            trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
-            trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
-            logging.experiment_name=agree logging.run_name="$run" || status=1
-        touch "$ROOT/.agree-$run-done"  # for a script that waits to start other work on the GPU
+    # The first run alone on the GPU (its data-wait share is clean), the others side by side to the end of the call:
+    # their losses do not depend on timing, and the PyTorch runs are slow and bound by the CPU.
+    agree_run "${runs[0]}" $(($(seconds_left) / 3)) || status=1
+    for run in "${runs[@]:1}"; do
+        agree_run "$run" $(($(seconds_left) - 30)) & pids+=($!)
     done
-    "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+    local stores=("$agree_root"/*/mlflow.db)
+    "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "${stores[@]/#/sqlite:///}" \
         --out "$LOGS/agree.json" || status=1
-    "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
+    "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "${stores[@]/#/sqlite:///}" \
         --out "$LOGS/agree_runs.json" || status=1
     return $status
 }
