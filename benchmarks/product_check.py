@@ -3,7 +3,7 @@
     python3 benchmarks/product_check.py requirements NAME...        # unmet Requires-Dist of NAME and its needs
     python3 benchmarks/product_check.py corpus OUT.jsonl --max-mb 120  # site-packages' .py files, one per line
     python3 benchmarks/product_check.py tokenize CORPUS --cache-dir D --vocab-size V --seq-len L
-    python3 benchmarks/product_check.py agree --tracking-uri URI [URI ...] --experiment agree --out agree.json
+    python3 benchmarks/product_check.py agree --tracking-uri URI [URI ...] --experiments agree [baselines] --out agree.json
 """
 import argparse
 import importlib.util
@@ -87,23 +87,25 @@ def tokenize(corpus: str, cache_dir: str, vocab_size: int, seq_len: int) -> None
           f"vocab {data.vocab_size}, tokenizer {data.tokenizer_path}")
 
 
-def agreement(tracking_uris: list[str], experiment: str, out: Path) -> dict:
+def agreement(tracking_uris: list[str], experiments: list[str], out: Path) -> dict:
     """Per model, the train loss of run `<model>-triton` against `<model>-torch`, and against `<model>-fp32` (the
-    Triton run without bf16 autocast) where there is one: the newest run of each name over the stores given (the
-    concurrent runs of product_check.sh agree each keep a store of their own)."""
+    Triton run without bf16 autocast) where there is one: the newest run of each name over the stores and
+    experiments given (the concurrent runs of product_check.sh agree each keep a store of their own). A sweep's
+    child named after its architecture alone ("gdn", at the defaults) is that model's Triton run."""
     from mlflow.tracking import MlflowClient
 
     found_runs = []
     for uri in tracking_uris:
         client = MlflowClient(uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            found_runs += [(client, run) for run in client.search_runs([found.experiment_id])]
+        for experiment in experiments:
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                found_runs += [(client, run) for run in client.search_runs([found.experiment_id])]
     if not found_runs:
-        raise SystemExit(f"no experiment {experiment!r} in {tracking_uris}: run the agree trainings first")
+        raise SystemExit(f"no experiment {experiments} in {tracking_uris}: run the agree trainings first")
     losses = {}
     for client, run in sorted(found_runs, key=lambda pair: -pair[1].info.start_time):
-        name = run.info.run_name
+        name = run.info.run_name if "-" in run.info.run_name else f"{run.info.run_name}-triton"
         if name not in losses:
             losses[name] = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/loss")}
     result = {}
@@ -115,7 +117,7 @@ def agreement(tracking_uris: list[str], experiment: str, out: Path) -> dict:
         if f"{model}-fp32" in losses:  # the yardstick: how far bf16 alone moves the Triton run's curve
             result[model]["bf16_effect"] = compare_curves(model, losses[name], losses[f"{model}-fp32"], "fp32")
     if not result:
-        raise SystemExit(f"no <model>-triton / <model>-torch pair of runs in {experiment!r}: found {sorted(losses)}")
+        raise SystemExit(f"no <model>-triton / <model>-torch pair of runs in {experiments}: found {sorted(losses)}")
     out.write_text(json.dumps(result, indent=2) + "\n")
     if any(entry["steps"] == 0 for entry in result.values()):
         raise SystemExit("a pair of runs has no common step: see the training logs")
@@ -124,14 +126,14 @@ def agreement(tracking_uris: list[str], experiment: str, out: Path) -> dict:
 
 def compare_curves(model: str, triton: dict[int, float], other: dict[int, float], label: str) -> dict:
     """The train loss of the Triton run against another run of the same model, seed and batches (`label`): the
-    largest and mean differences, the mean over the last 50 common steps, and both curves every 20 steps."""
+    largest and mean differences, the mean over the logged steps of the last 50, and both curves every 20 steps."""
     steps = sorted(set(triton) & set(other))
     if not steps:
         print(f"{model}: no step logged by both runs (triton {len(triton)}, {label} {len(other)})")
         return {"steps": 0, "steps_triton": len(triton), f"steps_{label}": len(other)}
     diffs = [triton[s] - other[s] for s in steps]
     worst = max(range(len(steps)), key=lambda i: abs(diffs[i]))
-    last = diffs[-50:]
+    last = [d for d, s in zip(diffs, steps) if s > steps[-1] - 50]  # the logged steps of the last 50
     entry = {
         "steps": len(steps), "max_abs_diff": abs(diffs[worst]), "at_step": steps[worst],
         "mean_rel_diff": sum(abs(d) / abs(other[s]) for d, s in zip(diffs, steps)) / len(steps),
@@ -184,7 +186,7 @@ def main() -> None:
     tok.add_argument("--seq-len", type=int, required=True)
     agree = commands.add_parser("agree")
     agree.add_argument("--tracking-uri", required=True, nargs="+")
-    agree.add_argument("--experiment", default="agree")
+    agree.add_argument("--experiments", nargs="+", default=["agree"])
     agree.add_argument("--out", type=Path, required=True)
     runs = commands.add_parser("runs")
     runs.add_argument("--tracking-uri", required=True, nargs="+")
@@ -201,7 +203,7 @@ def main() -> None:
     elif args.command == "tokenize":
         tokenize(args.corpus, args.cache_dir, args.vocab_size, args.seq_len)
     else:
-        agreement(args.tracking_uri, args.experiment, args.out)
+        agreement(args.tracking_uri, args.experiments, args.out)
 
 
 if __name__ == "__main__":

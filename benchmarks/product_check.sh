@@ -13,6 +13,8 @@
 #            it); the first run alone, the others side by side, each in a store of its own; per model the largest,
 #            mean and last-50-step train-loss differences to $OUT/agree.json, each run's log to $OUT/agree-RUN.log;
 #            AGREE_MODELS="mamba2" (or "gdn") runs one model's runs only
+#   sweep-agree  sweep, then agree without Triton runs of its own: the sweep's gdn and mamba2 children, of the same
+#            seed, batches and settings, are the Triton runs (one call instead of two; SWEEP_LIMIT_S caps the sweep)
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
 #   bash benchmarks/product_check.sh install corpus          # then: ... sweep   and   ... agree
@@ -102,17 +104,21 @@ ensure_corpus() {
     [[ -f $ROOT/.corpus ]] || build_corpus 2>&1 | tee -a "$LOGS/product_corpus.log"
 }
 
+run_length() {  # STEPS: the overrides of a run's length, the sweep's and the agree runs' alike
+    echo trainer.max_steps="$1" trainer.eval_every="$1" trainer.checkpoint_every="$1" sched.warmup_steps=$(($1 / 10))
+}
+
 sweep() {
     ensure_corpus || return 1
     # a fresh MLflow store per sweep: the report then holds this sweep's runs only (the token cache is shared)
-    export GDN_OUTPUT_ROOT=$ROOT/sweep-$(date +%H%M%S)
+    export GDN_OUTPUT_ROOT=${SWEEP_ROOT:-$ROOT/sweep-$(date +%H%M%S)}
     local limit=$(($(seconds_left) - 45)) t0=$SECONDS status=0
+    ((limit > ${SWEEP_LIMIT_S:-limit})) && limit=$SWEEP_LIMIT_S
     if ((limit < 120)); then
         echo "only $limit s left of this call for the sweep: run the sweep part in a call of its own"; return 1
     fi
     echo "gdn-sweep baselines: $STEPS steps per architecture, at most $limit s"
-    timeout -s INT "$limit" gdn-sweep baselines "${data[@]}" trainer.max_steps="$STEPS" \
-        trainer.eval_every="$STEPS" trainer.checkpoint_every="$STEPS" sched.warmup_steps=$((STEPS / 10)) || status=1
+    timeout -s INT "$limit" gdn-sweep baselines "${data[@]}" $(run_length "$STEPS") || status=1
     echo "sweep wall time: $((SECONDS - t0)) s (exit status $status)"
     gdn-report baselines --out "$GDN_OUTPUT_ROOT/report" || status=1
     "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
@@ -128,10 +134,8 @@ agree_run() {  # RUN LIMIT: one training of the agree part (RUN = MODEL-BACKEND)
     # the CPU test runs the Triton kernels under the interpreter
     GDN_OUTPUT_ROOT=$agree_root/$run env ${tiny:+TRITON_INTERPRET=$([[ $backend == triton ]] && echo 1 || echo 0)} \
         timeout -s INT "$limit" gdn-train model="$model" "${data[@]}" "${agree_size[@]}" \
-        "model.mixers.$model.backend=$backend" trainer.precision=$precision seed=0 \
-        trainer.max_steps="$AGREE_STEPS" trainer.log_every=1 trainer.eval_every="$AGREE_STEPS" \
-        trainer.checkpoint_every="$AGREE_STEPS" trainer.progress_bar=false \
-        logging.experiment_name=agree logging.run_name="$run" > "$LOGS/agree-$run.log" 2>&1
+        "model.mixers.$model.backend=$backend" trainer.precision=$precision seed=0 $(run_length "$AGREE_STEPS") \
+        trainer.progress_bar=false logging.experiment_name=agree logging.run_name="$run" > "$LOGS/agree-$run.log" 2>&1
     local status=$?
     echo "== $run: exit status $status"; tail -3 "$LOGS/agree-$run.log"
     touch "$ROOT/.agree-$run-done"  # for a script that waits to start other work on the GPU
@@ -142,21 +146,25 @@ agree() {
     ensure_corpus || return 1
     agree_root=$ROOT/agree-$(date +%H%M%S)
     # "fp32": the Triton run again without bf16 autocast, the yardstick of what bf16 alone changes (AGREE_FP32=0: not)
-    # AGREE_MODELS ("gdn mamba2"): the models to compare
-    local runs=() models=(${AGREE_MODELS:-gdn mamba2}) run status=0 pids=()
-    for model in "${models[@]}"; do runs+=("$model-triton"); done
+    # AGREE_MODELS ("gdn mamba2"): the models to compare. After the sweep part (sweep-agree), its gdn and mamba2
+    # children, run with the same seed, batches and settings, are the Triton runs.
+    local runs=() models=(${AGREE_MODELS:-gdn mamba2}) run status=0 pids=() stores=(${sweep_store:-})
+    [[ -z ${sweep_store:-} ]] && for model in "${models[@]}"; do runs+=("$model-triton"); done
     [[ ${AGREE_FP32:-1} == 1 ]] && for model in "${models[@]}"; do runs+=("$model-fp32"); done
     for model in "${models[@]}"; do runs+=("$model-torch"); done
-    # The first run alone on the GPU (its data-wait share is clean), the others side by side to the end of the call:
-    # their losses do not depend on timing, and the PyTorch runs are slow and bound by the CPU.
-    agree_run "${runs[0]}" $(($(seconds_left) / 3)) || status=1
-    for run in "${runs[@]:1}"; do
+    # Without a sweep, the first run alone on the GPU (its data-wait share is clean); the others side by side to the
+    # end of the call: their losses do not depend on timing, and the PyTorch runs are slow and bound by the CPU.
+    if [[ -z ${sweep_store:-} ]]; then
+        agree_run "${runs[0]}" $(($(seconds_left) / 3)) || status=1
+        runs=("${runs[@]:1}")
+    fi
+    for run in "${runs[@]}"; do
         agree_run "$run" $(($(seconds_left) - 30)) & pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-    local stores=("$agree_root"/*/mlflow.db)
+    stores+=("$agree_root"/*/mlflow.db)
     "$venv/bin/python" benchmarks/product_check.py agree --tracking-uri "${stores[@]/#/sqlite:///}" \
-        --out "$LOGS/agree.json" || status=1
+        --experiments agree ${sweep_store:+baselines} --out "$LOGS/agree.json" || status=1
     "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "${stores[@]/#/sqlite:///}" \
         --out "$LOGS/agree_runs.json" || status=1
     return $status
@@ -169,7 +177,12 @@ for part in "${parts[@]}"; do
         corpus) ensure_installed && build_corpus 2>&1 | tee "$LOGS/product_corpus.log" || status=1 ;;
         sweep) sweep 2>&1 | tee "$LOGS/product_sweep.log" || status=1 ;;
         agree) agree 2>&1 | tee "$LOGS/product_agree.log" || status=1 ;;
-        *) echo "unknown part $part: install | corpus | sweep | agree"; exit 2 ;;
+        sweep-agree)
+            AGREE_STEPS=$STEPS SWEEP_ROOT=$ROOT/sweep-$(date +%H%M%S) agree_size=()  # the sweep's sizes
+            sweep 2>&1 | tee "$LOGS/product_sweep.log" || status=1
+            sweep_store=$SWEEP_ROOT/mlflow.db
+            agree 2>&1 | tee "$LOGS/product_agree.log" || status=1 ;;
+        *) echo "unknown part $part: install | corpus | sweep | agree | sweep-agree"; exit 2 ;;
     esac
     [[ $status == 0 ]] || break
 done
