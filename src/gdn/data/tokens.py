@@ -21,7 +21,8 @@ class TokenStream:
     """The concatenated tokens and document starts of some shards, read by position without loading them."""
 
     def __init__(self, folder: Path, records: list[dict], dtype: str):
-        self._tokens = [np.memmap(folder / f"{r['stem']}.bin", dtype=shards.DTYPES[dtype], mode="r",
+        self.dtype = shards.DTYPES[dtype]
+        self._tokens = [np.memmap(folder / f"{r['stem']}.bin", dtype=self.dtype, mode="r",
                                   shape=(r["tokens"],)) for r in records]
         self._offsets = [np.load(folder / f"{r['stem']}.idx.npy", mmap_mode="r") for r in records]
         self._first = np.concatenate([[0], np.cumsum([r["tokens"] for r in records], dtype=np.int64)])
@@ -37,7 +38,7 @@ class TokenStream:
     def windows(self, starts: np.ndarray, width: int) -> np.ndarray:
         """[R, width] tokens, row i the stream's tokens [starts[i], starts[i] + width)."""
         first, last = self._shard_of(starts), self._shard_of(starts + width - 1)
-        out = np.empty((len(starts), width), dtype=self._tokens[0].dtype if self._tokens else np.uint16)
+        out = np.empty((len(starts), width), dtype=self.dtype)
         for i, (start, s) in enumerate(zip(starts.tolist(), first.tolist())):
             if s == last[i]:  # the usual case: inside one shard
                 local = start - int(self._first[s])
