@@ -138,13 +138,14 @@ def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, devic
         index = torch.stack([seqs[:-1].repeat_interleave(per_seq), within.repeat(batch)], 1).contiguous()
         return ChunkLayout(seqs * length, index, seqs * per_seq, batch, batch * per_seq)
     cu = cu_seqlens.to(device=device, dtype=torch.int32)
+    num_seqs = cu.numel() - 1
     per_seq = (cu[1:] - cu[:-1] + CHUNK - 1) // CHUNK
-    counts = per_seq.tolist()
-    seqs = torch.repeat_interleave(torch.arange(len(counts), device=device), per_seq)
-    within = torch.cat([torch.arange(c, device=device) for c in counts]) if counts else seqs
     offsets = torch.cat([cu.new_zeros(1), per_seq.cumsum(0)]).int()
+    num_chunks = int(offsets[-1])  # the one host sync; the rest is a fixed handful of launches whatever num_seqs
+    seqs = torch.repeat_interleave(torch.arange(num_seqs, device=device), per_seq, output_size=num_chunks)
+    within = torch.arange(num_chunks, device=device) - offsets[seqs]  # chunk c of sequence n: c - its first chunk
     index = torch.stack([seqs, within], 1).int().contiguous()
-    return ChunkLayout(cu, index, offsets, len(counts), int(sum(counts)))
+    return ChunkLayout(cu, index, offsets, num_seqs, num_chunks)
 
 
 @triton.jit
