@@ -4,6 +4,7 @@ ops build in every forward and backward of every layer: wall time per call on th
     python3 benchmarks/bench_chunk_layout.py                              # this tree's src/
     PYTHONPATH=.baseline/src python3 benchmarks/bench_chunk_layout.py     # an older commit's, for the same-run check
 """
+import sys
 import time
 
 import torch
@@ -20,7 +21,7 @@ def packed_bounds(tokens: int, documents: int, generator: torch.Generator) -> to
 def main() -> None:
     device = torch.device("cuda")
     generator = torch.Generator().manual_seed(0)
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, chunk_layout from {chunk_layout.__module__}")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, chunk_layout from {sys.modules[chunk_layout.__module__].__file__}")
     for tokens, documents in [(16 * 2048, 25), (8 * 4096, 8), (16 * 2048, 200)]:
         cu = packed_bounds(tokens, documents, generator).to(device)
         for _ in range(20):
