@@ -7,7 +7,8 @@
 #   corpus   the .py files under the image's site-packages, one document per file (sorted, none over 1 MB), capped
 #            at $CORPUS_MB (120) MB; the BPE tokenizer and the token stream built once into data=text's cache (~2-3 min)
 #   sweep    gdn-sweep baselines: the seven architectures at scale=small, default AdamW + cosine, $STEPS (300) steps
-#            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200)
+#            of 16 x 2048 tokens; then gdn-report; report.md, runs.csv and the plots to $OUT (~4 min at 200 steps on an H200);
+#            SWEEP_MODELS=gdn,transformer sweeps those only
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches), and the Triton backend in fp32 (the yardstick of bf16's own effect; AGREE_FP32=0 skips
 #            it); the first run alone, the others side by side, each in a store of its own; per model the largest,
@@ -118,7 +119,8 @@ sweep() {
         echo "only $limit s left of this call for the sweep: run the sweep part in a call of its own"; return 1
     fi
     echo "gdn-sweep baselines: $STEPS steps per architecture, at most $limit s"
-    timeout -s INT "$limit" gdn-sweep baselines "${data[@]}" $(run_length "$STEPS") || status=1
+    timeout -s INT "$limit" gdn-sweep baselines "${data[@]}" $(run_length "$STEPS") ${SWEEP_MODELS:+model=$SWEEP_MODELS} \
+        || status=1
     echo "sweep wall time: $((SECONDS - t0)) s (exit status $status)"
     gdn-report baselines --out "$GDN_OUTPUT_ROOT/report" || status=1
     "$venv/bin/python" benchmarks/product_check.py runs --tracking-uri "sqlite:///$GDN_OUTPUT_ROOT/mlflow.db" \
