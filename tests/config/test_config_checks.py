@@ -106,3 +106,20 @@ def test_cfg_job_prints_the_config(gdn_train, tmp_path):
     code, out, _ = gdn_train("--cfg", "job", "trainer.max_steps=7")
     assert code == 0 and "max_steps: 7" in out and "_target_: gdn.models.LanguageModel" in out
     assert_nothing_written(tmp_path)
+
+
+def test_data_tokens_runs_at_its_defaults_as_the_readme_gives_it(gdn_train, tmp_path):
+    """`gdn-train data=tokens data.path=OUT`: data.vocab_size defaults to 0, a floor under the prepared
+    tokenizer's vocabulary, so the value check must let it through (it once stopped this command)."""
+    from gdn.data.prepare import prepare
+    from tests.data.text_corpus import synthetic_documents, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus", synthetic_documents(), "jsonl")
+    prepare(str(corpus), tmp_path / "tokens", vocab_size=300, val_docs=20, progress=False)
+    code, out, err = gdn_train("data=tokens", f"data.path={tmp_path / 'tokens'}", "data.seq_len=64",
+                               "data.batch_size=4", "data.eval_sequences=4", "trainer.max_steps=2",
+                               "trainer.eval_every=2", "trainer.checkpoint_every=2", "trainer.device=cpu")
+    assert code == 0, err
+    assert "eval loss" in out
+    code, _, err = gdn_train("data=tokens", f"data.path={tmp_path / 'tokens'}", "data.vocab_size=-1")
+    assert (code, err) == (2, "error: data.vocab_size=-1 must be >= 0 (0: the prepared tokenizer's vocabulary)\n")

@@ -103,9 +103,15 @@ def check_config(cfg: DictConfig, world_size: int | None = None) -> None:
     trainer, data = cfg.trainer, cfg.data
     for key in ("max_steps", "grad_accum", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         _positive(f"trainer.{key}", trainer[key])
-    for key in ("seq_len", "batch_size", "vocab_size"):
+    for key in ("seq_len", "batch_size"):
         if data.get(key) is not None:
             _positive(f"data.{key}", data[key])
+    vocab_size = data.get("vocab_size")
+    if data.get("_target_") == "gdn.data.TokenData":  # a floor under the prepared tokenizer's vocabulary: 0 is none
+        _require(isinstance(vocab_size, int) and vocab_size >= 0,
+                 f"data.vocab_size={vocab_size} must be >= 0 (0: the prepared tokenizer's vocabulary)")
+    elif vocab_size is not None:
+        _positive("data.vocab_size", vocab_size)
     batch_size = data.get("batch_size")
     if batch_size is not None and world_size > 1:
         _require(batch_size % world_size == 0, f"data.batch_size={batch_size} is not divisible by the {world_size} "
