@@ -15,7 +15,9 @@
 #            mean and last-50-step train-loss differences to $OUT/agree.json, each run's log to $OUT/agree-RUN.log;
 #            AGREE_MODELS="mamba2" (or "gdn") runs one model's runs only
 #   sweep-agree  sweep, then agree without Triton runs of its own: the sweep's gdn and mamba2 children, of the same
-#            seed, batches and settings, are the Triton runs (one call instead of two; SWEEP_LIMIT_S caps the sweep)
+#            seed, batches and settings, are the Triton runs (one call instead of two; SWEEP_LIMIT_S caps the sweep);
+#            in two calls on a warm machine: SWEEP_ROOT=DIR ... sweep, then SWEEP_STORE=DIR/mlflow.db ... agree
+#            (AGREE_STEPS = the sweep's STEPS)
 # A part runs the earlier ones it needs when they are not done (a fresh machine); the training steps stop at the
 # call's time limit ($CALL_LIMIT_S, 560 s from the start) so that the report and the logs still come back.
 #   bash benchmarks/product_check.sh install corpus          # then: ... sweep   and   ... agree
@@ -178,7 +180,9 @@ for part in "${parts[@]}"; do
         install) install 2>&1 | tee "$LOGS/product_install.log" || status=1 ;;
         corpus) ensure_installed && build_corpus 2>&1 | tee "$LOGS/product_corpus.log" || status=1 ;;
         sweep) sweep 2>&1 | tee "$LOGS/product_sweep.log" || status=1 ;;
-        agree) agree 2>&1 | tee "$LOGS/product_agree.log" || status=1 ;;
+        agree)
+            sweep_store=${SWEEP_STORE:-}  # an earlier call's sweep store: its gdn and mamba2 children are the Triton runs
+            agree 2>&1 | tee "$LOGS/product_agree.log" || status=1 ;;
         sweep-agree)
             AGREE_STEPS=$STEPS SWEEP_ROOT=$ROOT/sweep-$(date +%H%M%S) agree_size=()  # the sweep's sizes
             sweep 2>&1 | tee "$LOGS/product_sweep.log" || status=1
