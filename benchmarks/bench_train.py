@@ -13,8 +13,9 @@ Needs only torch, triton, numpy, tqdm and this checkout (no hydra / omegaconf / 
             torchrun --nproc_per_node=2 benchmarks/bench_train.py equality --reference /tmp/eq.json
 
 Model: GDN at scale=1.3b by default (conf/scale/1.3b/gdn.yaml on conf/model/gdn.yaml, read without Hydra;
-tests/train/test_bench_train.py checks it against the Hydra composition), or any conf/model at scale=1.3b
-(--model samba-1.3b), vocab 32000, untied; data: uniform random tokens (no data cost).
+tests/train/test_bench_train.py checks it against the Hydra composition), or any conf/model at scale=1.3b or small
+(--model samba-1.3b, --model gdn-small), vocab 32000, untied; data: uniform random tokens (no data cost), one
+sequence per row or --documents N per row (cu_seqlens, as packed text gives the varlen kernels).
 Prints one JSON line per result. MFU counts model FLOPs only (gdn.models.flops, training = 3 x forward): activation
 checkpointing's recomputation is not in it.
 """
@@ -55,24 +56,37 @@ def composed_config(model: str, scale: str | None, **overrides) -> dict:
 
 GDN_1_3B = composed_config("gdn", "1.3b")
 GDN_TINY = composed_config("gdn", None, d_model=128, mixers={"gdn": {"head_dim": 64}})
-MODEL_CHOICES = ["tiny", *(f"{path.stem}-1.3b" for path in sorted((CONF_DIR / "model").glob("*.yaml")))]
+SCALES = ("1.3b", "small")
+MODEL_CHOICES = ["tiny", *(f"{path.stem}-{scale}" for scale in SCALES
+                           for path in sorted((CONF_DIR / "model").glob("*.yaml")))]
 
 
 def benchmark_model(choice: str) -> dict:
-    """--model: "tiny" (a 2-block GDN) or NAME-1.3b (conf/model/NAME.yaml at scale=1.3b)."""
-    return GDN_TINY if choice == "tiny" else composed_config(choice.removesuffix("-1.3b"), "1.3b")
+    """--model: "tiny" (a 2-block GDN) or NAME-SCALE (conf/model/NAME.yaml at scale=SCALE)."""
+    if choice == "tiny":
+        return GDN_TINY
+    name, scale = choice.rsplit("-", 1)
+    return composed_config(name, scale)
 
 
 class RandomTokens:
-    """Uniform random tokens, random access by batch index (like the real data modules), no eval set."""
+    """Uniform random tokens, random access by batch index (like the real data modules), no eval set; with
+    documents_per_row, each row is cut into that many documents at random places (cu_seqlens, as packed text)."""
 
-    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, vocab_size: int, seq_len: int, batch_size: int, seed: int = 0, documents_per_row: int = 0):
         self.vocab_size, self.seq_len, self.batch_size, self.seed = vocab_size, seq_len, batch_size, seed
+        self.documents_per_row = documents_per_row
 
     def train_batch(self, index: int) -> Batch:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         tokens = torch.randint(self.vocab_size, (self.batch_size, self.seq_len + 1), generator=generator)
-        return Batch(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+        if self.documents_per_row < 2:
+            return Batch(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
+        rows = torch.arange(self.batch_size + 1) * self.seq_len
+        cuts = [torch.randperm(self.seq_len - 1, generator=generator)[: self.documents_per_row - 1] + 1 + start
+                for start in rows[:-1].tolist()]
+        cu_seqlens = torch.cat([rows, *cuts]).sort().values.to(torch.int32)
+        return Batch(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), cu_seqlens)
 
     def eval_batches(self) -> list[Batch]:
         return []
@@ -98,13 +112,14 @@ def throughput(args) -> dict:
     world = dist_utils.world_size()
     device = dist_utils.local_device("auto")
     cuda = device.type == "cuda"
-    data = RandomTokens(args.vocab, args.seq_len, args.batch * world)
+    data = RandomTokens(args.vocab, args.seq_len, args.batch * world, documents_per_row=args.documents)
     parallel = ParallelSettings(activation_checkpointing=args.ac, ac_every=args.ac_every,
                                 compile=args.compile == "on", reshard_after_forward=args.reshard_after_forward)
     result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name() if cuda else "cpu",
               "torch": torch.__version__, "model": args.model, "weights": args.weights, "ac": args.ac,
               "compile": args.compile,
-              "batch_per_gpu": args.batch, "seq_len": args.seq_len, "loss_chunk_tokens": args.loss_chunk}
+              "batch_per_gpu": args.batch, "seq_len": args.seq_len, "documents_per_row": args.documents,
+              "loss_chunk_tokens": args.loss_chunk}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model_config = benchmark_model(args.model)
@@ -161,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["single", "fsdp", "equality"])
     parser.add_argument("--model", choices=MODEL_CHOICES, default="gdn-1.3b",
-                        help="NAME-1.3b: conf/model/NAME.yaml at scale=1.3b; tiny: a 2-block GDN to check the script "
-                             "itself (runs on the CPU too)")
+                        help="NAME-SCALE: conf/model/NAME.yaml at scale=SCALE (1.3b or small); tiny: a 2-block GDN to "
+                             "check the script itself (runs on the CPU too)")
+    parser.add_argument("--documents", type=int, default=0,
+                        help="documents per row (cu_seqlens, as in packed text); 0: one sequence per row")
     parser.add_argument("--ac", choices=["none", "full", "selective", "op"], default="none")
     parser.add_argument("--ac-every", type=int, default=2)
     parser.add_argument("--compile", choices=["on", "off"], default="off")

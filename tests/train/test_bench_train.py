@@ -1,5 +1,5 @@
-"""benchmarks/bench_train.py runs without Hydra, so it reads the 1.3B model configs itself: each must equal the Hydra
-composition `model=NAME scale=1.3b`; its equality mode runs end to end in one process."""
+"""benchmarks/bench_train.py runs without Hydra, so it reads the model configs itself: each must equal the Hydra
+composition `model=NAME scale=SCALE`; its equality mode runs end to end in one process."""
 import importlib.util
 import json
 import math
@@ -16,9 +16,9 @@ spec.loader.exec_module(bench)
 
 
 @pytest.mark.parametrize("choice", [choice for choice in bench.MODEL_CHOICES if choice != "tiny"])
-def test_the_benchmark_models_are_the_hydra_compositions_at_scale_1_3b(compose_config, choice):
-    name = choice.removesuffix("-1.3b")
-    model = OmegaConf.to_container(compose_config(f"model={name}", "scale=1.3b", tiny=False).model, resolve=True)
+def test_the_benchmark_models_are_the_hydra_compositions(compose_config, choice):
+    name, scale = choice.rsplit("-", 1)
+    model = OmegaConf.to_container(compose_config(f"model={name}", f"scale={scale}", tiny=False).model, resolve=True)
     model.pop("_target_"), model.pop("vocab_size")
     assert model == bench.benchmark_model(choice)
 
@@ -29,6 +29,13 @@ def test_random_tokens_are_reproducible_next_token_batches():
     assert first.input_ids.equal(again.input_ids) and first.input_ids.shape == (4, 16)
     assert first.labels[:, :-1].equal(first.input_ids[:, 1:])
     assert not first.input_ids.equal(data.train_batch(4).input_ids)
+
+
+def test_random_documents_cut_every_row_at_its_own_places():
+    data = bench.RandomTokens(vocab_size=50, seq_len=16, batch_size=3, documents_per_row=4)
+    bounds = data.train_batch(0).cu_seqlens.tolist()
+    assert bounds == sorted(set(bounds)) and len(bounds) == 3 * 4 + 1
+    assert {0, 16, 32, 48} <= set(bounds) and bounds == data.train_batch(0).cu_seqlens.tolist()
 
 
 def test_equality_mode_saves_and_compares_losses(tmp_path: Path):

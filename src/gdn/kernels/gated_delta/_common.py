@@ -5,6 +5,7 @@ sequences of length T back to back, so dense and varlen inputs share one code pa
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -131,21 +132,76 @@ class ChunkLayout:
 
 
 def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, device: torch.device) -> ChunkLayout:
+    """The layout of B dense sequences of `length` tokens, or of the sequences of cu_seqlens (values checked).
+
+    With cu_seqlens, the layout needs one host sync (the chunk count sizes the grids). Every layer of a model's
+    forward and backward gets the same cu_seqlens tensor, so the layout built for the first serves all the others
+    while that tensor lives unchanged: one sync a step instead of three per GDN or SSD layer, each of which let the
+    GPU drain its queue while the host waited."""
     if cu_seqlens is None:
         per_seq = triton.cdiv(length, CHUNK)
         seqs = torch.arange(batch + 1, dtype=torch.int32, device=device)
         within = torch.arange(per_seq, dtype=torch.int32, device=device)
         index = torch.stack([seqs[:-1].repeat_interleave(per_seq), within.repeat(batch)], 1).contiguous()
         return ChunkLayout(seqs * length, index, seqs * per_seq, batch, batch * per_seq)
+    layout = _last_varlen_layout.get(cu_seqlens, batch * length, device)
+    if layout is None:
+        layout = _varlen_layout(checked_bounds(cu_seqlens, batch * length), cu_seqlens, device)
+        _last_varlen_layout.put(cu_seqlens, batch * length, device, layout)
+    return layout
+
+
+def checked_bounds(cu_seqlens: torch.Tensor, total: int) -> list[int]:
+    """cu_seqlens on the host (a sync), checked to rise from 0 to the token count `total`."""
+    if cu_seqlens.is_floating_point() or cu_seqlens.is_complex():
+        raise ValueError(f"cu_seqlens must be an integer tensor (int32 or int64); got {cu_seqlens.dtype}")
+    bounds = cu_seqlens.tolist()
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total or any(b > a for a, b in zip(bounds[1:], bounds)):
+        raise ValueError(f"cu_seqlens must rise from 0 to T = {total}; got {bounds}")
+    return bounds
+
+
+def _varlen_layout(bounds: list[int], cu_seqlens: torch.Tensor, device: torch.device) -> ChunkLayout:
+    num_chunks = sum((end - start + CHUNK - 1) // CHUNK for start, end in zip(bounds, bounds[1:]))
     cu = cu_seqlens.to(device=device, dtype=torch.int32)
     num_seqs = cu.numel() - 1
     per_seq = (cu[1:] - cu[:-1] + CHUNK - 1) // CHUNK
     offsets = torch.cat([cu.new_zeros(1), per_seq.cumsum(0)]).int()
-    num_chunks = int(offsets[-1])  # the one host sync; the rest is a fixed handful of launches whatever num_seqs
     seqs = torch.repeat_interleave(torch.arange(num_seqs, device=device), per_seq, output_size=num_chunks)
     within = torch.arange(num_chunks, device=device) - offsets[seqs]  # chunk c of sequence n: c - its first chunk
     index = torch.stack([seqs, within], 1).int().contiguous()
     return ChunkLayout(cu, index, offsets, num_seqs, num_chunks)
+
+
+class _LastVarlenLayout:
+    """The layout of the last cu_seqlens tensor seen, for as long as that tensor lives with the same values (its
+    version counter catches an in-place change; a weak reference, so a freed tensor whose memory a new one reuses
+    is not mistaken for it). Inference tensors have no version counter: they are not cached."""
+
+    def __init__(self):
+        self._key, self._layout = None, None
+
+    def get(self, cu_seqlens: torch.Tensor, total: int, device: torch.device) -> ChunkLayout | None:
+        if self._key is None:
+            return None
+        tensor, version, key_total, key_device = self._key
+        if tensor() is not cu_seqlens or (key_total, key_device) != (total, device):
+            return None
+        return self._layout if _version(cu_seqlens) == version else None
+
+    def put(self, cu_seqlens: torch.Tensor, total: int, device: torch.device, layout: ChunkLayout) -> None:
+        version = _version(cu_seqlens)
+        if version is None:
+            self._key, self._layout = None, None
+        else:
+            self._key, self._layout = (weakref.ref(cu_seqlens), version, total, device), layout
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    return None if tensor.is_inference() else tensor._version
+
+
+_last_varlen_layout = _LastVarlenLayout()
 
 
 @triton.jit
@@ -184,16 +240,10 @@ def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
     return rows, rows < end
 
 
-def check_cu_seqlens(cu_seqlens: torch.Tensor, T: int) -> None:
-    bounds = cu_seqlens.tolist()
-    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != T or any(b > a for a, b in zip(bounds[1:], bounds)):
-        raise ValueError(f"cu_seqlens must rise from 0 to T = {T}; got {bounds}")
-
-
 def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values: bool = True) -> None:
     """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512).
     cu_seqlens_values=False leaves out the check of cu_seqlens' values (a host sync, and a graph break under
-    torch.compile): for a caller that runs check_cu_seqlens inside its custom op."""
+    torch.compile): for a caller whose custom op checks them (chunk_layout does)."""
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"q and k must both be [B, T, H, K]; got {tuple(q.shape)} and {tuple(k.shape)}")
     B, T, H, K = q.shape
@@ -216,7 +266,7 @@ def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values:
         if B != 1:
             raise ValueError(f"with cu_seqlens the batch size must be 1; got {B}")
         if cu_seqlens_values:
-            check_cu_seqlens(cu_seqlens, T)
+            checked_bounds(cu_seqlens, T)
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     if initial_state is not None and initial_state.shape != (N, H, K, V):
         raise ValueError(f"initial_state must be [N, H, K, V] = {(N, H, K, V)}; got {tuple(initial_state.shape)}")

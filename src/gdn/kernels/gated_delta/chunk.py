@@ -17,7 +17,7 @@ import torch
 import triton
 
 from gdn.kernels.gated_delta._common import (
-    CHUNK, EMPTY, LOG_DECAY_FLOOR, absent, check_cu_seqlens, check_inputs, chunk_layout,
+    CHUNK, EMPTY, LOG_DECAY_FLOOR, absent, check_inputs, chunk_layout,
 )
 from gdn.kernels.gated_delta._l2norm import l2norm_backward, l2norm_forward
 from gdn.kernels.gated_delta._output import output_backward_dv, output_backward_qkw, output_forward
@@ -54,9 +54,7 @@ def chunk_gated_delta_rule_fwd(
     without l2norm), gc, t, w, h, v_new (all five empty with recompute_states: the backward rebuilds them)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
-    if cu_seqlens is not None:
-        check_cu_seqlens(cu_seqlens, T)  # here, on real values, so that compile traces the call without a break
-    layout = chunk_layout(B, T, cu_seqlens, q.device)
+    layout = chunk_layout(B, T, cu_seqlens, q.device)  # checks cu_seqlens' values: in the op, no graph break
     q, k, v = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     g, beta = g.reshape(B * T, H).contiguous(), beta.reshape(B * T, H).contiguous()
     h0 = initial_state.float().contiguous() if initial_state is not None else None
