@@ -11,8 +11,9 @@
 #            SWEEP_MODELS=gdn,transformer sweeps those only
 #   agree    GDN and Mamba2, 200 steps at the default learning rate, the Triton and the PyTorch backend (same seed,
 #            same batches), and the Triton backend in fp32 (the yardstick of bf16's own effect; AGREE_FP32=0 skips
-#            it); the first run alone, the others side by side, each in a store of its own; per model the largest,
-#            mean and last-50-step train-loss differences to $OUT/agree.json, each run's log to $OUT/agree-RUN.log;
+#            it); the first run alone, the others side by side (AGREE_PARALLEL, 3, at a time), each in a store of
+#            its own; per model the largest, mean and last-50-step train-loss differences to $OUT/agree.json, each
+#            run's log to $OUT/agree-RUN.log;
 #            AGREE_MODELS="mamba2" (or "gdn") runs one model's runs only
 #   sweep-agree  sweep, then agree without Triton runs of its own: the sweep's gdn and mamba2 children, of the same
 #            seed, batches and settings, are the Triton runs (one call instead of two; SWEEP_LIMIT_S caps the sweep);
@@ -154,15 +155,17 @@ agree() {
     # children, run with the same seed, batches and settings, are the Triton runs.
     local runs=() models=(${AGREE_MODELS:-gdn mamba2}) run status=0 pids=() stores=(${sweep_store:-})
     [[ -z ${sweep_store:-} ]] && for model in "${models[@]}"; do runs+=("$model-triton"); done
+    for model in "${models[@]}"; do runs+=("$model-torch"); done  # the longest first
     [[ ${AGREE_FP32:-1} == 1 ]] && for model in "${models[@]}"; do runs+=("$model-fp32"); done
-    for model in "${models[@]}"; do runs+=("$model-torch"); done
     # Without a sweep, the first run alone on the GPU (its data-wait share is clean); the others side by side to the
-    # end of the call: their losses do not depend on timing, and the PyTorch runs are slow and bound by the CPU.
+    # end of the call, AGREE_PARALLEL (3) at a time: their losses do not depend on timing, and the PyTorch runs are
+    # slow and bound by the CPU. Four at a time do not fit an 80 GB card (Mamba2's PyTorch path alone takes 34 GB).
     if [[ -z ${sweep_store:-} ]]; then
         agree_run "${runs[0]}" $(($(seconds_left) / 3)) || status=1
         runs=("${runs[@]:1}")
     fi
     for run in "${runs[@]}"; do
+        while (($(jobs -rp | wc -l) >= ${AGREE_PARALLEL:-3})); do sleep 2; done
         agree_run "$run" $(($(seconds_left) - 30)) & pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || status=1; done
