@@ -6,6 +6,10 @@
 #   train    the trainer step at scale=small, 16 x 2048 on packed documents (8 a row), compiled, this tree beside
 #            .baseline for $MODELS (default gdn-small transformer-small; ~1 min a run)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
+#   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
+#            its first steps autotune for minutes: a call of its own)
+#   big      our trainer at scale=1.3b, 8 x 4096, bf16 weights, compiled, for $BIG_MODELS (default gdn gdn_h1
+#            gdn_h2 mamba2 samba transformer; 1-2 min each): on the same warm machine as fla, the same card
 #   bash benchmarks/issue15_gpu.sh layout train        # logs in $OUT
 set -o pipefail
 source benchmarks/device_env.sh
@@ -20,7 +24,12 @@ for part in "${parts[@]}"; do
         train) MODELS=${MODELS:-gdn-small transformer-small} bash benchmarks/bench_train_ab.sh 2>&1 |
                    tee "$LOGS/train_ab.log" ;;
         kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
-        *) echo "unknown part $part: layout | train | kernels"; exit 2 ;;
+        fla) python3 benchmarks/bench_fla_model.py 2>&1 | tee "$LOGS/fla_model.log" ;;
+        big) for model in ${BIG_MODELS:-gdn gdn_h1 gdn_h2 mamba2 samba transformer}; do
+                 python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
+                     grep -E '^\{|Error' | tail -2
+             done | tee "$LOGS/trainer_1.3b.log" ;;
+        *) echo "unknown part $part: layout | train | kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
