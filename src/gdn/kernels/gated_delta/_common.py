@@ -136,8 +136,8 @@ def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, devic
 
     With cu_seqlens, the layout needs one host sync (the chunk count sizes the grids). Every layer of a model's
     forward and backward gets the same cu_seqlens tensor, so the layout built for the first serves all the others
-    while that tensor lives unchanged: one sync a step instead of three per GDN or SSD layer, each of which let the
-    GPU drain its queue while the host waited."""
+    while that tensor lives unchanged: one sync a step instead of three per GDN layer and two per SSD layer, each of
+    which let the GPU drain its queue while the host waited."""
     if cu_seqlens is None:
         per_seq = triton.cdiv(length, CHUNK)
         seqs = torch.arange(batch + 1, dtype=torch.int32, device=device)
