@@ -78,3 +78,14 @@ def test_a_models_forward_and_backward_copy_cu_seqlens_to_the_host_once():
         model(tokens, cu_seqlens=cu_seqlens).float().square().mean().backward()
     assert host_copy.call_count == 1
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("path", ["chunk", "recurrent"])
+def test_both_entry_points_refuse_bounds_that_do_not_cover_the_tokens(path):
+    from gdn.kernels import chunk_gated_delta_rule, recurrent_gated_delta_rule
+
+    q, k, v = (torch.randn(1, 20, 2, 16) for _ in range(3))
+    g, beta = -torch.rand(1, 20, 2), torch.rand(1, 20, 2)
+    run = chunk_gated_delta_rule if path == "chunk" else recurrent_gated_delta_rule
+    with pytest.raises(ValueError, match="cu_seqlens must rise from 0 to T = 20"):
+        run(q, k, v, g, beta, cu_seqlens=torch.tensor([0, 12, 19], dtype=torch.int32))

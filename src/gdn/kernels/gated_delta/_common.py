@@ -240,10 +240,10 @@ def chunk_rows(cu_seqlens_ptr, chunk_index_ptr, i_c, BT: tl.constexpr):
     return rows, rows < end
 
 
-def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values: bool = True) -> None:
-    """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512).
-    cu_seqlens_values=False leaves out the check of cu_seqlens' values (a host sync, and a graph break under
-    torch.compile): for a caller whose custom op checks them (chunk_layout does)."""
+def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens) -> None:
+    """Raise ValueError for anything outside the kernels' limits (shapes, dtypes, K <= 256, V <= 512). The values
+    of cu_seqlens are checked where the layout reads them (chunk_layout: a host sync, inside the custom ops so that
+    torch.compile traces the call without a graph break)."""
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"q and k must both be [B, T, H, K]; got {tuple(q.shape)} and {tuple(k.shape)}")
     B, T, H, K = q.shape
@@ -265,8 +265,6 @@ def check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values:
     if cu_seqlens is not None:
         if B != 1:
             raise ValueError(f"with cu_seqlens the batch size must be 1; got {B}")
-        if cu_seqlens_values:
-            checked_bounds(cu_seqlens, T)
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     if initial_state is not None and initial_state.shape != (N, H, K, V):
         raise ValueError(f"initial_state must be [N, H, K, V] = {(N, H, K, V)}; got {tuple(initial_state.shape)}")

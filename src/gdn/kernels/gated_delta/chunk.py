@@ -194,7 +194,7 @@ def chunk_gated_delta_rule(
     Returns o [B, T, H, V] in q's dtype and the final state (None unless output_final_state).
     recompute_states: keep less for the backward and rebuild the chunk states there (module docstring).
     """
-    check_inputs(q, k, v, g, beta, initial_state, cu_seqlens, cu_seqlens_values=False)
+    check_inputs(q, k, v, g, beta, initial_state, cu_seqlens)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     g = g.clamp_min(LOG_DECAY_FLOOR)  # _common.LOG_DECAY_FLOOR says why
     o, final, *_residuals = chunk_gated_delta_rule_fwd(
