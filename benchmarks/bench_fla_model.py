@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     tokens_per_s = args.steps * args.batch * args.seq_len / elapsed
     parameters = sum(p.numel() for p in model.parameters())
     print(json.dumps({
-        "mode": "fla", "device": torch.cuda.get_device_name(), "torch": torch.__version__, "model": f"fla-gdn-{args.scale}",
-        "weights": "bf16", "compile": "off", "batch_per_gpu": args.batch, "seq_len": args.seq_len,
-        "parameters": parameters, "parameters_ours": our_parameters(args.scale, args.vocab), "tokens_per_s": round(tokens_per_s), "step_s": round(elapsed / args.steps, 4),
+        "mode": "fla", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "model": f"fla-gdn-{args.scale}", "weights": "bf16", "compile": "off", "batch_per_gpu": args.batch,
+        "seq_len": args.seq_len, "parameters": parameters, "parameters_ours": our_parameters(args.scale, args.vocab),
+        "tokens_per_s": round(tokens_per_s), "step_s": round(elapsed / args.steps, 4),
         "warmup_steps_s": warmup_steps, "warmup_complete": len(warmup_steps) == args.warmup,
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "last_loss": loss,
     }), flush=True)

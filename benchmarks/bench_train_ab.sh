@@ -6,11 +6,14 @@
 # ratio, and the last loss of each (same seed and batches: equal up to the kernels' own run-to-run noise).
 # The baseline tree: `git archive REV src conf sweeps | tar -x -C .baseline` and this tree's bench_train.py copied
 # into .baseline/benchmarks/ (the script imports the src/ beside it).
-#   MODELS="gdn-small transformer-small" ARGS="--batch 16 --seq-len 2048 --documents 8" bash benchmarks/bench_train_ab.sh
+#   MODELS="gdn-small transformer-small" ARGS="--batch 16 --seq-len 2048 --documents 8 --compile on" \
+#       bash benchmarks/bench_train_ab.sh
 set -o pipefail
 source benchmarks/device_env.sh > /dev/null
 baseline=${BASELINE:-.baseline}
-[[ -f $baseline/benchmarks/bench_train.py && -d $baseline/src ]] || { echo "no $baseline/{src,benchmarks/bench_train.py}"; exit 2; }
+if [[ ! -f $baseline/benchmarks/bench_train.py || ! -d $baseline/src ]]; then
+    echo "no $baseline/{src,benchmarks/bench_train.py}"; exit 2
+fi
 args=(--vocab 8192 --warmup 3 --steps 30 ${ARGS:---batch 16 --seq-len 2048 --documents 8 --compile on})
 results=$LOGS/train_ab.jsonl
 : > "$results"

@@ -184,7 +184,7 @@ for part in "${parts[@]}"; do
         corpus) ensure_installed && build_corpus 2>&1 | tee "$LOGS/product_corpus.log" || status=1 ;;
         sweep) sweep 2>&1 | tee "$LOGS/product_sweep.log" || status=1 ;;
         agree)
-            sweep_store=${SWEEP_STORE:-}  # an earlier call's sweep store: its gdn and mamba2 children are the Triton runs
+            sweep_store=${SWEEP_STORE:-}  # an earlier call's sweep: its gdn and mamba2 children are the Triton runs
             agree 2>&1 | tee "$LOGS/product_agree.log" || status=1 ;;
         sweep-agree)
             AGREE_STEPS=$STEPS SWEEP_ROOT=$ROOT/sweep-$(date +%H%M%S) agree_size=()  # the sweep's sizes

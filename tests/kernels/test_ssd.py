@@ -115,7 +115,8 @@ def triton_matches_reference(inputs, tolerance, **kwargs):
     from gdn.kernels.ssd.chunk import chunk_ssd
 
     def chunk_ssd_float32(**tensors):  # float64 in and out, so that both sides draw the same loss weights
-        tensors = {name: t.float() if torch.is_tensor(t) and t.is_floating_point() else t for name, t in tensors.items()}
+        tensors = {name: t.float() if torch.is_tensor(t) and t.is_floating_point() else t
+                   for name, t in tensors.items()}
         y, final = chunk_ssd(**tensors)
         return y.double(), final.double()
 
