@@ -137,6 +137,7 @@ def throughput(args) -> dict:
             for _ in range(args.steps):
                 loss, grad_norm = trainer.train_step()  # .item() inside: each step ends synchronised
             elapsed = time.perf_counter() - start
+            profile = profile_steps(trainer, args.profile) if args.profile else None
     except torch.cuda.OutOfMemoryError as error:
         return {**result, "error": f"out of memory: {str(error).splitlines()[0]}"}
     tokens_per_s = args.steps * args.batch * world * args.seq_len / elapsed
@@ -149,7 +150,42 @@ def throughput(args) -> dict:
             "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None,
             "last_loss": loss,
-            "last_grad_norm": grad_norm}
+            "last_grad_norm": grad_norm} | ({"profile": profile} if profile else {})
+
+
+def profile_steps(trainer: Trainer, steps: int, top: int = 25) -> dict:
+    """STEPS more steps under torch.profiler: per step, the wall time, the GPU's busy time (the union of its kernels'
+    intervals: wall minus busy is the time the GPU waited for the host), the kernel count, and the TOP kernels by
+    time (printed as a table on stderr; the numbers go into the JSON line)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.autograd import DeviceType
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as recorded:
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        wall_s = time.perf_counter() - start
+    kernels = sorted((e for e in recorded.events() if e.device_type == DeviceType.CUDA),
+                     key=lambda e: e.time_range.start)
+    busy_us, end = 0.0, float("-inf")
+    for kernel in kernels:  # the union of the kernels' intervals
+        busy_us += max(0.0, kernel.time_range.end - max(kernel.time_range.start, end))
+        end = max(end, kernel.time_range.end)
+    by_name: dict[str, list[float]] = {}
+    for kernel in kernels:
+        by_name.setdefault(kernel.name[:70], []).append(kernel.time_range.elapsed_us())
+    ranked = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
+    result = {"wall_ms_per_step": round(wall_s * 1e3 / steps, 2),
+              "gpu_busy_ms_per_step": round(busy_us / 1e3 / steps, 2),
+              "kernels_per_step": round(len(kernels) / steps, 1),
+              "top_kernels": [[name, round(sum(times) / 1e3 / steps, 3), round(len(times) / steps, 1)]
+                              for name, times in ranked]}
+    print(f"profile: {result['wall_ms_per_step']} ms a step, GPU busy {result['gpu_busy_ms_per_step']} ms, "
+          f"{result['kernels_per_step']} kernels", file=sys.stderr)
+    for name, ms, count in result["top_kernels"]:
+        print(f"  {ms:8.3f} ms {count:6.1f}x  {name}", file=sys.stderr)
+    return result
 
 
 def equality(args) -> dict:
@@ -192,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loss-chunk", type=int, default=8192, help="tokens per LM-head/loss chunk (0: plain)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="then STEPS more steps under torch.profiler: GPU busy time, kernel count, top kernels")
     parser.add_argument("--save", help="equality: write this run's losses here")
     parser.add_argument("--reference", help="equality: compare with losses saved by --save")
     args = parser.parse_args(argv)

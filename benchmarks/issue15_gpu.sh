@@ -5,6 +5,8 @@
 #   layout   the varlen chunk layout's host cost, a build and a step's calls, this tree's and .baseline's (~30 s)
 #   train    the trainer step at scale=small, 16 x 2048 on packed documents (8 a row), compiled, this tree beside
 #            .baseline for $MODELS (default gdn-small transformer-small; ~1 min a run)
+#   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
+#            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
 #   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
 #            its first steps autotune for minutes: a call of its own)
@@ -23,13 +25,19 @@ for part in "${parts[@]}"; do
                 done 2>&1 | tee "$LOGS/layout.log" ;;
         train) MODELS=${MODELS:-gdn-small transformer-small} bash benchmarks/bench_train_ab.sh 2>&1 |
                    tee "$LOGS/train_ab.log" ;;
+        profile) for model in ${PROFILE_MODELS:-gdn-small transformer-small}; do
+                     echo "# $model"
+                     timeout 150 python3 benchmarks/bench_train.py single --model "$model" --vocab 8192 --batch 16 \
+                         --seq-len 2048 --documents 8 --compile on --steps 10 --profile 5 2>&1 |
+                         grep -E '^profile|^  |Error' | grep -v Traceback
+                 done | tee "$LOGS/profile.log" ;;
         kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
         fla) python3 benchmarks/bench_fla_model.py 2>&1 | tee "$LOGS/fla_model.log" ;;
         big) for model in ${BIG_MODELS:-gdn gdn_h1 gdn_h2 mamba2 samba transformer}; do
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | kernels | fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | profile | kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
