@@ -138,6 +138,8 @@ def throughput(args) -> dict:
                 loss, grad_norm = trainer.train_step()  # .item() inside: each step ends synchronised
             elapsed = time.perf_counter() - start
             profile = profile_steps(trainer, args.profile) if args.profile else None
+            if args.host_profile:
+                host_profile_steps(trainer, args.host_profile)
     except torch.cuda.OutOfMemoryError as error:
         return {**result, "error": f"out of memory: {str(error).splitlines()[0]}"}
     tokens_per_s = args.steps * args.batch * world * args.seq_len / elapsed
@@ -185,7 +187,32 @@ def profile_steps(trainer: Trainer, steps: int, top: int = 25) -> dict:
           f"{result['kernels_per_step']} kernels", file=sys.stderr)
     for name, ms, count in result["top_kernels"]:
         print(f"  {ms:8.3f} ms {count:6.1f}x  {name}", file=sys.stderr)
+    host = sorted((e for e in recorded.key_averages() if e.self_cpu_time_total > 0),
+                  key=lambda e: -e.self_cpu_time_total)[:top]
+    result["top_host_ops"] = [[e.key[:70], round(e.self_cpu_time_total / 1e3 / steps, 3), round(e.count / steps, 1)]
+                              for e in host]
+    print("host time by op (self CPU time):", file=sys.stderr)
+    for name, ms, count in result["top_host_ops"]:
+        print(f"  {ms:8.3f} ms {count:6.1f}x  {name}", file=sys.stderr)
     return result
+
+
+def host_profile_steps(trainer: Trainer, steps: int, top: int = 40) -> None:
+    """STEPS more steps under cProfile: where the host's time goes (Python functions by own and cumulative time,
+    on stderr), for steps that the host, not the GPU, paces."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        trainer.train_step()
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(top)
+        print(f"host profile of {steps} steps by {order}:\n{text.getvalue()}", file=sys.stderr)
 
 
 def equality(args) -> dict:
@@ -230,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="then STEPS more steps under torch.profiler: GPU busy time, kernel count, top kernels")
+    parser.add_argument("--host-profile", type=int, default=0, metavar="STEPS",
+                        help="then STEPS more steps under cProfile: the host's time by Python function")
     parser.add_argument("--save", help="equality: write this run's losses here")
     parser.add_argument("--reference", help="equality: compare with losses saved by --save")
     args = parser.parse_args(argv)
