@@ -74,7 +74,16 @@ def test_block_masks_are_cached_by_shape_window_and_cu_seqlens():
     assert cache.get(T, 48, cpu, CU_SEQLENS.clone()) is not packed  # another batch's tensor
     cu_seqlens[1] = 50  # changed in place: rebuilt
     assert cache.get(T, 48, cpu, cu_seqlens) is not packed
-    assert len(cache.entries) == 2
+    assert len(cache.entries) == 2 and len(cache.packed.entries) == 2
+
+
+def test_block_masks_of_inference_tensors_are_built():
+    """Under inference mode (no version counters) a packed mask is built each time, not cached and not refused."""
+    cache, cpu = BlockMaskCache(), torch.device("cpu")
+    with torch.inference_mode():
+        cu_seqlens = CU_SEQLENS.clone()
+        masks = [cache.get(T, 48, cpu, cu_seqlens) for _ in range(2)]
+    assert masks[0] is not masks[1] and torch.equal(masks[0].to_dense(), masks[1].to_dense())
 
 
 def test_the_mask_mod_is_what_flex_attention_evaluates():

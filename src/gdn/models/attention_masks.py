@@ -7,19 +7,20 @@ A query at stream position q sees the key at position kv iff
     doc[q] == doc[kv]            packed documents (cu_seqlens): nothing crosses a document boundary
 FlexAttention skips every 128 x 128 block that the mask empties, so a window W costs about T W instead of T^2 / 2.
 
-Block masks are cached (BlockMaskCache): one per (length, window, device, cu_seqlens), shared by every attention
-layer of a forward pass and by every step with the same shapes. For packed batches the cu_seqlens tensor is
-matched by identity (the same object, not modified in place since): the trainer makes one per batch and every
-layer receives that one, so the mask is built once per batch without reading cu_seqlens back to the host.
+Block masks are cached (BlockMaskCache): one per (length, window, device), shared by every attention layer of a
+forward pass and by every step with the same shapes; for packed batches one per cu_seqlens tensor too (a TensorMemo:
+the same object, not modified in place since), which the trainer makes once per batch and hands to every layer.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from gdn.kernels.tensor_memo import TensorMemo
 from gdn.models.documents import document_ids
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,29 +49,34 @@ def dense_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, windo
 
 
 class BlockMaskCache:
-    """The last `size` FlexAttention block masks by (length, window, device, cu_seqlens identity)."""
+    """The last `size` FlexAttention block masks of whole rows by (length, window, device), and the last `size` of
+    packed batches by the same and their cu_seqlens tensor."""
 
     def __init__(self, size: int = 8):
         self.size = size
-        self.entries: OrderedDict[tuple, tuple[torch.Tensor | None, BlockMask]] = OrderedDict()
+        self.entries: OrderedDict[tuple, BlockMask] = OrderedDict()
+        self.packed = TensorMemo(size)
 
     # Kept out of torch.compile'd blocks (one graph break): the lookup is host-side Python on tensor identities.
     @torch.compiler.disable
     def get(self, length: int, window: int | None, device: torch.device,
             cu_seqlens: torch.Tensor | None = None) -> BlockMask:
-        documents_key = None if cu_seqlens is None else (id(cu_seqlens), cu_seqlens._version)
-        key = (length, window, str(device), documents_key)
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            return self.entries[key][1]
-        documents = None if cu_seqlens is None else document_ids(cu_seqlens, length)
-        block_mask = create_block_mask(visible_mask_mod(window, documents), B=None, H=None, Q_LEN=length,
-                                       KV_LEN=length, device=device, _compile=torch.device(device).type == "cuda")
-        # the entry holds cu_seqlens, so its id cannot be reused by another tensor while the mask is cached
-        self.entries[key] = (cu_seqlens, block_mask)
-        if len(self.entries) > self.size:
-            self.entries.popitem(last=False)
-        return block_mask
+        key = (length, window, str(device))
+        if cu_seqlens is not None:
+            return self.packed.get(cu_seqlens, key, partial(build_block_mask, length, window, device, cu_seqlens))
+        if key not in self.entries:
+            self.entries[key] = build_block_mask(length, window, device)
+            if len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+
+def build_block_mask(length: int, window: int | None, device: torch.device,
+                     cu_seqlens: torch.Tensor | None = None) -> BlockMask:
+    documents = None if cu_seqlens is None else document_ids(cu_seqlens, length)
+    return create_block_mask(visible_mask_mod(window, documents), B=None, H=None, Q_LEN=length, KV_LEN=length,
+                             device=device, _compile=torch.device(device).type == "cuda")
 
 
 BLOCK_MASKS = BlockMaskCache()

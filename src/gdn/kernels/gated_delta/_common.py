@@ -5,12 +5,13 @@ sequences of length T back to back, so dense and varlen inputs share one code pa
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+
+from gdn.kernels.tensor_memo import TensorMemo
 
 CHUNK = 64  # tokens per chunk: the UT transform inverts a CHUNK x CHUNK unit-lower-triangular matrix
 MAX_K = 256
@@ -144,11 +145,9 @@ def chunk_layout(batch: int, length: int, cu_seqlens: torch.Tensor | None, devic
         within = torch.arange(per_seq, dtype=torch.int32, device=device)
         index = torch.stack([seqs[:-1].repeat_interleave(per_seq), within.repeat(batch)], 1).contiguous()
         return ChunkLayout(seqs * length, index, seqs * per_seq, batch, batch * per_seq)
-    layout = _last_varlen_layout.get(cu_seqlens, batch * length, device)
-    if layout is None:
-        layout = _varlen_layout(checked_bounds(cu_seqlens, batch * length), cu_seqlens, device)
-        _last_varlen_layout.put(cu_seqlens, batch * length, device, layout)
-    return layout
+    total = batch * length
+    return _varlen_layouts.get(cu_seqlens, (total, device),
+                               lambda: _varlen_layout(checked_bounds(cu_seqlens, total), cu_seqlens, device))
 
 
 def checked_bounds(cu_seqlens: torch.Tensor, total: int) -> list[int]:
@@ -173,35 +172,8 @@ def _varlen_layout(bounds: list[int], cu_seqlens: torch.Tensor, device: torch.de
     return ChunkLayout(cu, index, offsets, num_seqs, num_chunks)
 
 
-class _LastVarlenLayout:
-    """The layout of the last cu_seqlens tensor seen, for as long as that tensor lives with the same values (its
-    version counter catches an in-place change; a weak reference, so a freed tensor whose memory a new one reuses
-    is not mistaken for it). Inference tensors have no version counter: they are not cached."""
-
-    def __init__(self):
-        self._key, self._layout = None, None
-
-    def get(self, cu_seqlens: torch.Tensor, total: int, device: torch.device) -> ChunkLayout | None:
-        if self._key is None:
-            return None
-        tensor, version, key_total, key_device = self._key
-        if tensor() is not cu_seqlens or (key_total, key_device) != (total, device):
-            return None
-        return self._layout if _version(cu_seqlens) == version else None
-
-    def put(self, cu_seqlens: torch.Tensor, total: int, device: torch.device, layout: ChunkLayout) -> None:
-        version = _version(cu_seqlens)
-        if version is None:
-            self._key, self._layout = None, None
-        else:
-            self._key, self._layout = (weakref.ref(cu_seqlens), version, total, device), layout
-
-
-def _version(tensor: torch.Tensor) -> int | None:
-    return None if tensor.is_inference() else tensor._version
-
-
-_last_varlen_layout = _LastVarlenLayout()
+# One entry: every layer of a step shares the batch's cu_seqlens tensor (micro-batches come one after the other).
+_varlen_layouts = TensorMemo(size=1)
 
 
 @triton.jit
