@@ -5,6 +5,8 @@
 #   layout   the varlen chunk layout's host cost, a build and a step's calls, this tree's and .baseline's (~30 s)
 #   train    the trainer step at scale=small, 16 x 2048 on packed documents (8 a row), compiled, this tree beside
 #            .baseline for $MODELS (default gdn-small transformer-small; ~1 min a run)
+#   small    the small-model target: every architecture at scale=small as in train (this tree only), then a table
+#            of tokens/s and each one's ratio to the Transformer's, all from this call (~40 s a run)
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
@@ -25,6 +27,22 @@ for part in "${parts[@]}"; do
                 done 2>&1 | tee "$LOGS/layout.log" ;;
         train) MODELS=${MODELS:-gdn-small transformer-small} bash benchmarks/bench_train_ab.sh 2>&1 |
                    tee "$LOGS/train_ab.log" ;;
+        small) for model in transformer gdn gdn_h1 gdn_h2 deltanet mamba2 samba; do
+                   timeout 120 python3 benchmarks/bench_train.py single --model "$model-small" --vocab 8192 --batch 16 \
+                       --seq-len 2048 --documents ${DOCUMENTS:-8} --compile on --steps 20 2>/dev/null | grep '^{'
+               done > "$LOGS/small.jsonl"
+               python3 - "$LOGS/small.jsonl" <<'PY' | tee "$LOGS/small.log"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+reference = next((r["tokens_per_s"] for r in rows if r["model"] == "transformer-small"), None)
+print("| model | tokens/s | / Transformer++ | step ms | peak GiB | last loss |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    ratio = f"{r['tokens_per_s'] / reference:.3f}" if reference and r.get("tokens_per_s") else "-"
+    print(f"| {r['model']} | {r.get('tokens_per_s')} | {ratio} | {1e3 * r.get('step_s', 0):.1f} | "
+          f"{r.get('peak_allocated_gib')} | {r.get('last_loss')} |")
+PY
+               ;;
         profile) for model in ${PROFILE_MODELS:-gdn-small transformer-small}; do
                      echo "# $model"
                      timeout 150 python3 benchmarks/bench_train.py single --model "$model" --vocab 8192 --batch 16 \
@@ -37,7 +55,7 @@ for part in "${parts[@]}"; do
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | profile | kernels | fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | small | profile | kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
