@@ -32,6 +32,6 @@ class TensorMemo:
         value = build()
         if version is not None:
             live = [entry for entry in self.entries if entry[0]() is not None]  # a freed tensor's: never found
-            self.entries = live[len(live) - self.size + 1:] if len(live) >= self.size else live
+            self.entries = live[max(0, len(live) - self.size + 1):]  # room for the new one
             self.entries.append((weakref.ref(tensor), version, key, value))
         return value
