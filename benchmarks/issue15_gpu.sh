@@ -11,7 +11,9 @@
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
 #   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
-#            its first steps autotune for minutes: a call of its own)
+#            its first steps autotune for minutes: a call of its own). Triton's autotuning results are kept on disk
+#            and come back as $OUT/fla-autotune.tgz: copied to the repository root (.fla-autotune.tgz, carried), a
+#            later call starts from them and times FLA with a warm autotune cache
 #   big      our trainer at scale=1.3b, 8 x 4096, bf16 weights, compiled, for $BIG_MODELS (default gdn gdn_h1
 #            gdn_h2 mamba2 samba transformer; 1-2 min each): on the same warm machine as fla, the same card
 #   bash benchmarks/issue15_gpu.sh layout train        # logs in $OUT
@@ -50,7 +52,14 @@ PY
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
         kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
-        fla) python3 benchmarks/bench_fla_model.py 2>&1 | tee "$LOGS/fla_model.log" ;;
+        fla) export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/fla-triton-cache
+             mkdir -p "$TRITON_CACHE_DIR"
+             [[ -f .fla-autotune.tgz ]] && tar -xzf .fla-autotune.tgz -C "$TRITON_CACHE_DIR" &&
+                 echo "FLA's autotune cache: $(tar -tzf .fla-autotune.tgz | grep -c autotune.json) results restored"
+             timeout "${FLA_LIMIT_S:-540}" python3 benchmarks/bench_fla_model.py 2>&1 | tee "$LOGS/fla_model.log"
+             logs=$(cd "$LOGS" && pwd)
+             (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$logs/fla-autotune.tgz" -T -)
+             unset TRITON_CACHE_AUTOTUNING TRITON_CACHE_DIR ;;
         big) for model in ${BIG_MODELS:-gdn gdn_h1 gdn_h2 mamba2 samba transformer}; do
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
