@@ -32,8 +32,8 @@ for part in "${parts[@]}"; do
         small) for model in transformer gdn gdn_h1 gdn_h2 deltanet mamba2 samba; do
                    timeout 120 python3 benchmarks/bench_train.py single --model "$model-small" --vocab 8192 --batch 16 \
                        --seq-len 2048 --documents ${DOCUMENTS:-8} --compile on --steps 20 2>/dev/null | grep '^{'
-               done > "$LOGS/small.jsonl"
-               python3 - "$LOGS/small.jsonl" <<'PY' | tee "$LOGS/small.log"
+               done > "$LOGS/small-d${DOCUMENTS:-8}.jsonl"
+               python3 - "$LOGS/small-d${DOCUMENTS:-8}.jsonl" <<'PY' | tee "$LOGS/small-d${DOCUMENTS:-8}.log"
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 reference = next((r["tokens_per_s"] for r in rows if r["model"] == "transformer-small"), None)
