@@ -22,6 +22,8 @@ source benchmarks/device_env.sh
 start=$SECONDS
 parts=("$@")
 ((${#parts[@]})) || parts=(layout train)
+# the sweep's step at scale=small (data=text's 16 x 2048, BPE 8192, compiled), on DOCUMENTS packed documents a row
+small_step=(--vocab 8192 --batch 16 --seq-len 2048 --documents "${DOCUMENTS:-8}" --compile on)
 for part in "${parts[@]}"; do
     case $part in
         layout) for tree in src .baseline/src; do
@@ -30,8 +32,8 @@ for part in "${parts[@]}"; do
         train) MODELS=${MODELS:-gdn-small transformer-small} bash benchmarks/bench_train_ab.sh 2>&1 |
                    tee "$LOGS/train_ab.log" ;;
         small) for model in transformer gdn gdn_h1 gdn_h2 deltanet mamba2 samba; do
-                   timeout 120 python3 benchmarks/bench_train.py single --model "$model-small" --vocab 8192 --batch 16 \
-                       --seq-len 2048 --documents ${DOCUMENTS:-8} --compile on --steps 20 2>/dev/null | grep '^{'
+                   timeout 120 python3 benchmarks/bench_train.py single --model "$model-small" "${small_step[@]}" \
+                       --steps 20 2>/dev/null | grep '^{'
                done > "$LOGS/small-d${DOCUMENTS:-8}.jsonl"
                python3 - "$LOGS/small-d${DOCUMENTS:-8}.jsonl" <<'PY' | tee "$LOGS/small-d${DOCUMENTS:-8}.log"
 import json, sys
@@ -47,8 +49,8 @@ PY
                ;;
         profile) for model in ${PROFILE_MODELS:-gdn-small transformer-small}; do
                      echo "# $model"
-                     timeout 150 python3 benchmarks/bench_train.py single --model "$model" --vocab 8192 --batch 16 \
-                         --seq-len 2048 --documents 8 --compile on --steps 10 --profile 5 2>&1 |
+                     timeout 150 python3 benchmarks/bench_train.py single --model "$model" "${small_step[@]}" \
+                         --steps 10 --profile 5 2>&1 |
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
         kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
