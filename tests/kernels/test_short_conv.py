@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -128,3 +130,24 @@ def test_gpu_varlen_full_size_matches_reference():
     torch.manual_seed(8)
     cu_seqlens = torch.tensor([0, 1, 5000, 16384], dtype=torch.int32, device=DEVICE)
     check_against_reference(make_inputs(1, 16384, 4352, 4, num_seqs=3), torch.float32, 1e-5, cu_seqlens)
+
+
+def test_the_row_sequence_index_is_built_once_per_cu_seqlens_tensor(monkeypatch):
+    # Every convolution of a step, forward and backward, shares the batch's index; an in-place change of
+    # cu_seqlens or another tensor builds it again, and each build is right for its tensor.
+    conv = importlib.import_module("gdn.kernels.short_conv.triton")  # the package name is also the function's
+
+    builds = []
+    build = conv._build_sequence_index
+    monkeypatch.setattr(conv, "_build_sequence_index", lambda *args: builds.append(args) or build(*args))
+    monkeypatch.setattr(conv, "_row_sequences", conv.TensorMemo(size=1))
+    cu_seqlens = torch.tensor([0, 5, 12, 20], dtype=torch.int32, device=DEVICE)
+    for _ in range(2):
+        inputs = make_inputs(1, 20, 8, 4, 3, state=False)
+        y, _ = short_conv(**inputs, cu_seqlens=cu_seqlens)
+        y.sum().backward()
+    assert len(builds) == 1
+    assert conv._sequence_index(cu_seqlens, 20).tolist() == [0] * 5 + [1] * 7 + [2] * 8
+    cu_seqlens[1] = 6
+    assert conv._sequence_index(cu_seqlens, 20).tolist() == [0] * 6 + [1] * 6 + [2] * 8
+    assert len(builds) == 2

@@ -13,9 +13,13 @@ needs exactly the 7 inputs x_{t-3..t+3} and 4 output gradients dy_{t..t+3}, each
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import triton
 import triton.language as tl
+
+from gdn.kernels.tensor_memo import TensorMemo
 
 MAX_WIDTH = 4
 TAP_SLOTS = tl.constexpr(MAX_WIDTH)  # taps every kernel is padded to in the backward; also the state-slot axis
@@ -224,10 +228,20 @@ def _short_conv_state_bwd_kernel(x_ptr, state_ptr, weight_ptr, bias_ptr, dy_ptr,
 
 
 def _sequence_index(cu_seqlens: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """The sequence each row belongs to, as int32 [num_rows] (output_size avoids a host sync)."""
+    """The sequence each row belongs to, as int32 [num_rows] (output_size avoids a host sync); built once per
+    cu_seqlens tensor and shared by every convolution of a step, forward and backward (a handful of launches
+    each time otherwise)."""
+    return _row_sequences.get(cu_seqlens, num_rows, partial(_build_sequence_index, cu_seqlens, num_rows))
+
+
+def _build_sequence_index(cu_seqlens: torch.Tensor, num_rows: int) -> torch.Tensor:
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     sequences = torch.arange(len(lengths), device=cu_seqlens.device, dtype=torch.int32)
     return torch.repeat_interleave(sequences, lengths, output_size=num_rows)
+
+
+# One entry: every layer of a step shares the batch's cu_seqlens tensor (micro-batches come one after the other).
+_row_sequences = TensorMemo(size=1)
 
 
 # torch.library custom ops (see gdn/kernels/gated_delta/chunk.py for why): opaque to torch.compile, and visible to
