@@ -35,9 +35,9 @@ def assert_matches_eager(block, eager, *inputs) -> None:
         assert torch.allclose(grads[name].grad, param.grad, atol=1e-5), name
 
 
-def graph_breaks(block, *args) -> int:
+def graph_breaks(block, *args, **kwargs) -> int:
     torch._dynamo.reset()
-    return torch._dynamo.explain(block)(*args).graph_break_count
+    return torch._dynamo.explain(block)(*args, **kwargs).graph_break_count
 
 
 def test_the_pytorch_gdn_block_compiles_without_a_graph_break():
@@ -102,6 +102,24 @@ def test_a_mixer_kept_out_of_the_graph_breaks_it_once_per_call():
     with torch.no_grad():
         reference = gdn_block("torch")(x)
         assert torch.allclose(block(x), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer, cu_seqlens", [("attn", [0, 10, 24]), ("swa", None)])
+def test_an_attention_block_given_its_host_inputs_compiles_without_a_graph_break(layer, cu_seqlens):
+    # The FlexAttention path (forward only: its backward is GPU-only) with a mask: packed documents, or a window
+    # shorter than the row. The block mask comes from host_inputs, as LanguageModel.forward passes it; looked up
+    # inside the block instead, it splits the block into five graphs.
+    torch.manual_seed(0)
+    model = LanguageModel(vocab_size=64, d_model=32, n_layers=1, layers=[layer],
+                          mixers={layer: {"num_heads": 2, "backend": "flex", **({"window": 8} if layer == "swa" else {})}})
+    block = model.blocks[0].requires_grad_(False)
+    x = torch.randn(1, 24, 32)
+    packed = None if cu_seqlens is None else torch.tensor(cu_seqlens, dtype=torch.int32)
+    host_inputs = block.host_inputs(24, x.device, packed)
+    assert set(host_inputs) == {"block_mask"}
+    assert graph_breaks(block, x, packed, **host_inputs) == 0
+    assert graph_breaks(block, x, packed) == 4
+    assert torch.equal(block(x, packed, **host_inputs), block(x, packed))
 
 
 def test_triton_mixers_are_recognised():

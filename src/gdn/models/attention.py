@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 
-from gdn.models.attention_masks import dense_mask, masked_flex_attention
+from gdn.models.attention_masks import BLOCK_MASKS, dense_mask, masked_flex_attention
 from gdn.models.documents import check_packed, document_ids, positions_in_documents
+from gdn.models.fused_linear import fused_linear
 from gdn.models.rotary import RotaryEmbedding
 
 
@@ -56,9 +58,20 @@ class Attention(nn.Module):
         """An empty KV cache, to pass as `state` on the first call."""
         return KVCache()
 
+    def host_inputs(self, length: int, device: torch.device, cu_seqlens: torch.Tensor | None = None) -> dict:
+        """Keyword arguments for a training forward over `length` tokens that host-side Python builds: the cached
+        FlexAttention block mask, where this layer needs one. LanguageModel.forward looks them up outside the
+        torch.compile'd blocks (the cache is keyed by tensor identity, which Dynamo cannot trace: a lookup inside
+        a compiled block splits it into five graphs, and the attention between them runs op by op)."""
+        if self._needs_mask(length, cu_seqlens, None) and self._uses_flex(device):
+            return {"block_mask": BLOCK_MASKS.get(length, self.window, device, cu_seqlens)}
+        return {}
+
     def forward(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, state: KVCache | None = None
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, state: KVCache | None = None,
+        block_mask: BlockMask | None = None,
     ) -> tuple[torch.Tensor, KVCache | None]:
+        """block_mask: host_inputs' for this call, or None (then looked up here when needed)."""
         check_packed(x, cu_seqlens)
         if state is not None and cu_seqlens is not None:
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
@@ -69,7 +82,8 @@ class Attention(nn.Module):
         else:
             positions = torch.arange(seen, seen + T, device=x.device)
         heads = (self.num_heads, self.head_dim)
-        q, k, v = (proj(x).unflatten(-1, heads) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        qkv = fused_linear(x, (self.q_proj, self.k_proj, self.v_proj))  # one GEMM
+        q, k, v = (t.unflatten(-1, heads) for t in qkv.chunk(3, dim=-1))
         q, k = self.rotary(q, positions), self.rotary(k, positions)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
 
@@ -78,9 +92,9 @@ class Attention(nn.Module):
             if state.key is not None:
                 k, v = torch.cat([state.key, k], dim=2), torch.cat([state.value, v], dim=2)
             new_state = KVCache(self._keep(k), self._keep(v), seen + T)
-        needs_mask = state is not None or cu_seqlens is not None or (self.window is not None and self.window < T)
-        if needs_mask and state is None and self._uses_flex(x):
-            y = masked_flex_attention(q, k, v, self.window, cu_seqlens)
+        needs_mask = self._needs_mask(T, cu_seqlens, state)
+        if needs_mask and state is None and self._uses_flex(x.device):
+            y = masked_flex_attention(q, k, v, self.window, cu_seqlens, block_mask)
         else:
             mask = self._mask(T, k.shape[2], seen, cu_seqlens, device=x.device) if needs_mask else None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
@@ -92,8 +106,12 @@ class Attention(nn.Module):
             return t
         return t[:, :, max(0, t.shape[2] - (self.window - 1)) :]
 
-    def _uses_flex(self, x: torch.Tensor) -> bool:
-        return self.backend == "flex" or (self.backend == "auto" and x.is_cuda)
+    def _needs_mask(self, length: int, cu_seqlens: torch.Tensor | None, state: KVCache | None) -> bool:
+        """Anything beyond plain causal: decoding, packed documents, or a window shorter than the sequence."""
+        return state is not None or cu_seqlens is not None or (self.window is not None and self.window < length)
+
+    def _uses_flex(self, device: torch.device) -> bool:
+        return self.backend == "flex" or (self.backend == "auto" and device.type == "cuda")
 
     def _mask(self, num_queries, num_keys, seen, cu_seqlens, device) -> torch.Tensor:
         """Boolean [T, L] (True = attend): queries at stream positions seen .. seen+T-1, keys the last L of them."""

@@ -84,13 +84,19 @@ _compiled_flex_attention = None
 
 
 def masked_flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None,
-                          cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                          cu_seqlens: torch.Tensor | None = None, block_mask: BlockMask | None = None) -> torch.Tensor:
     """q, k, v [B, H, T, D] -> [B, H, T, D]: attention under the visible mask, through torch.compile'd
     FlexAttention (compiled on first use; the uncompiled form materialises every score). GPU only for training:
-    FlexAttention's backward raises NotImplementedError on the CPU (torch 2.13)."""
+    FlexAttention's backward raises NotImplementedError on the CPU (torch 2.13).
+
+    `block_mask`: BLOCK_MASKS.get(T, window, device, cu_seqlens), looked up by the caller outside compiled code
+    (Attention.host_inputs); None looks it up here, which inside a torch.compile'd region is a graph break."""
+    if block_mask is None:
+        block_mask = BLOCK_MASKS.get(q.shape[2], window, q.device, cu_seqlens)
+    if torch.compiler.is_compiling():  # traced into the caller's graph
+        return flex_attention(q, k, v, block_mask=block_mask)
     global _compiled_flex_attention
     if _compiled_flex_attention is None:
         # default dynamic: a second sequence length recompiles once with a symbolic length, later ones reuse it
         _compiled_flex_attention = torch.compile(flex_attention)
-    block_mask = BLOCK_MASKS.get(q.shape[2], window, q.device, cu_seqlens)
     return _compiled_flex_attention(q, k, v, block_mask=block_mask)

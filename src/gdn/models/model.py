@@ -23,11 +23,18 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(d_model, norm_eps) if mlp is not None else None
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.mixer(self.mixer_norm(x), cu_seqlens=cu_seqlens)[0]
+    def forward(self, x: torch.Tensor, cu_seqlens: torch.Tensor | None = None, **mixer_inputs: Any) -> torch.Tensor:
+        """mixer_inputs: host_inputs(...) for this call."""
+        x = x + self.mixer(self.mixer_norm(x), cu_seqlens=cu_seqlens, **mixer_inputs)[0]
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
         return x
+
+    def host_inputs(self, length: int, device: torch.device, cu_seqlens: torch.Tensor | None = None) -> dict:
+        """Keyword arguments of the mixer's forward that host-side Python builds (the attention mixers' cached block
+        masks): the model looks them up before calling the block, outside its torch.compile'd region."""
+        host_inputs = getattr(self.mixer, "host_inputs", None)
+        return host_inputs(length, device, cu_seqlens) if host_inputs is not None else {}
 
     def decode(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """forward continuing from the mixer's decode state: (x, the mixer's new state)."""
@@ -105,7 +112,7 @@ class LanguageModel(nn.Module):
             input_ids = input_ids.reshape(1, B * T)  # mixers take packed documents as one row
         x = self.embed(input_ids)
         for block in self.blocks:
-            x = block(x, cu_seqlens)
+            x = block(x, cu_seqlens, **block.host_inputs(x.shape[1], x.device, cu_seqlens))
         hidden = self.norm(x).view(B, T, -1)
         return self.lm_head(hidden) if head is None else head(hidden, self.lm_head)
 
