@@ -18,6 +18,7 @@ from torch import nn
 
 from gdn.kernels import chunk_gated_delta_rule, chunk_gated_delta_rule_torch, gdn_gate
 from gdn.models.documents import check_packed
+from gdn.models.fused_linear import fused_linear
 from gdn.models.gated_linear_attention import chunk_gated_linear_attention
 from gdn.models.norms import GatedRMSNorm, RMSNorm
 from gdn.models.short_conv import ShortConvolution
@@ -125,7 +126,8 @@ class GatedDeltaNet(nn.Module):
             raise ValueError("decode state and cu_seqlens cannot be combined: decode with one row per sequence")
         triton = self._uses_triton(x)
         q, k, v, conv_cache = self._qkv(x, cu_seqlens, None if state is None else state.conv, triton)
-        o, recurrent = self._mix(x, q, k, v, cu_seqlens, state, triton)
+        gates = self._gate_projections(x)
+        o, recurrent = self._mix(x, q, k, v, gates, cu_seqlens, state, triton)
         y = self.o_proj(self._norm_and_gate(x, o, triton).flatten(-2))
         return y, (GatedDeltaNetState(recurrent, conv_cache) if state is not None else None)
 
@@ -135,7 +137,9 @@ class GatedDeltaNet(nn.Module):
         return self.backend == "triton" or (self.backend == "auto" and x.is_cuda)
 
     def _qkv(self, x, cu_seqlens, conv_cache, triton):
-        """Projections, short conv + SiLU (or SiLU alone), split into heads; returns the new conv caches too."""
+        """Projections, short conv + SiLU (or SiLU alone), split into heads; returns the new conv caches too.
+        (Kept as three GEMMs: slices of one joined output would reach the conv and the delta rule strided, and
+        cost a copy each there.)"""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.use_short_conv:
             convs = (self.q_conv, self.k_conv, self.v_conv)
@@ -149,13 +153,22 @@ class GatedDeltaNet(nn.Module):
         q, k = (t.unflatten(-1, (self.num_heads, self.head_dim)) for t in (q, k))
         return q, k, v.unflatten(-1, (self.num_heads, self.head_v_dim)), conv_cache
 
-    def _mix(self, x, q, k, v, cu_seqlens, state, triton):
+    def _gate_projections(self, x) -> dict[str, torch.Tensor]:
+        """The per-head projections of the decay (a_proj) and of beta (b_proj) that this variant has, as one GEMM
+        (two narrow GEMMs of num_heads columns otherwise), by name."""
+        layers = {name: getattr(self, name) for name in ("a_proj", "b_proj") if hasattr(self, name)}
+        if not layers:
+            return {}
+        joined = fused_linear(x, list(layers.values()))
+        return dict(zip(layers, joined.split([layer.out_features for layer in layers.values()], dim=-1)))
+
+    def _mix(self, x, q, k, v, gates, cu_seqlens, state, triton):
         """The recurrence over [B, T, H, D] heads; gates in float32 (float64 for float64 inputs)."""
         gate_dtype = torch.promote_types(x.dtype, torch.float32)
         if self.use_gate and triton:
-            g = gdn_gate(self.a_proj(x), self.A_log, self.dt_bias)  # fused, fp32
+            g = gdn_gate(gates["a_proj"], self.A_log, self.dt_bias)  # fused, fp32
         elif self.use_gate:
-            dt = F.softplus(self.a_proj(x).to(gate_dtype) + self.dt_bias)
+            dt = F.softplus(gates["a_proj"].to(gate_dtype) + self.dt_bias)
             g = -self.A_log.exp().to(gate_dtype) * dt  # log alpha_t
         else:
             g = x.new_zeros(x.shape[:-1] + (self.num_heads,), dtype=gate_dtype)
@@ -167,7 +180,7 @@ class GatedDeltaNet(nn.Module):
         )
         if not self.use_delta:
             return chunk_gated_linear_attention(q, k, v, g, chunk_size=self.chunk_size, **common)
-        beta = torch.sigmoid(self.b_proj(x).to(gate_dtype))
+        beta = torch.sigmoid(gates["b_proj"].to(gate_dtype))
         if triton:
             return chunk_gated_delta_rule(q, k, v, g, beta, recompute_states=self.recompute_states, **common)
         return chunk_gated_delta_rule_torch(q, k, v, g, beta, chunk_size=self.chunk_size, **common)
