@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from gdn.train.optim import parameter_groups
+import functools
+
+from gdn.train.optim import build_optimizer, parameter_groups
 from gdn.train.schedule import WarmupConstant, WarmupCosine
 
 
@@ -38,6 +40,15 @@ def test_embeddings_decay_when_configured():
     model = Toy()
     decay, _ = parameter_groups(model, weight_decay=0.1, decay_embeddings=True)
     assert names_in(model, decay["params"]) == ["embed.weight", "proj.weight"]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_adamw_left_to_choose_is_fused_on_the_gpu_only(device):
+    model = Toy().to(device)
+    optimizer = build_optimizer(model, functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1, fused=None))
+    assert bool(optimizer.defaults["fused"]) == (device == "cuda")
+    chosen = build_optimizer(model, functools.partial(torch.optim.AdamW, lr=1e-3, fused=False))
+    assert not chosen.defaults["fused"]
 
 
 def test_warmup_cosine_reaches_the_peak_then_the_floor():

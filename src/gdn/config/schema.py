@@ -102,6 +102,7 @@ class AdamWConfig:
     betas: List[float] = MISSING
     eps: float = MISSING
     weight_decay: float = MISSING
+    fused: Optional[bool] = None
 
 
 @dataclass

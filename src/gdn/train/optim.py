@@ -30,6 +30,14 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_embeddings: bo
 def build_optimizer(
     model: nn.Module, optimizer_factory: Callable[..., torch.optim.Optimizer], decay_embeddings: bool = False
 ) -> torch.optim.Optimizer:
-    """`optimizer_factory` is the partially applied optimizer of the `optim` config (lr, betas, weight_decay...)."""
+    """`optimizer_factory` is the partially applied optimizer of the `optim` config (lr, betas, weight_decay...).
+    Adam and AdamW left to choose (fused None or unset) take their fused implementation when every parameter is a
+    CUDA tensor: one multi-tensor kernel per step where foreach launches a dozen, which small models feel."""
     weight_decay = optimizer_factory.keywords.get("weight_decay", 0.0)
-    return optimizer_factory(parameter_groups(model, weight_decay, decay_embeddings))
+    groups = parameter_groups(model, weight_decay, decay_embeddings)
+    extra = {}
+    if (optimizer_factory.func in (torch.optim.Adam, torch.optim.AdamW)
+            and optimizer_factory.keywords.get("fused") is None
+            and all(p.is_cuda for group in groups for p in group["params"])):
+        extra["fused"] = True
+    return optimizer_factory(groups, **extra)
