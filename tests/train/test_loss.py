@@ -70,3 +70,24 @@ def test_under_bf16_autocast_the_chunked_loss_matches_to_bf16_precision():
     assert hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
     for got, want in zip((hidden.grad, weight.grad), expected):
         assert (got - want).norm() <= 1e-2 * want.norm()
+
+
+@pytest.mark.gpu
+def test_the_compiled_chunk_loss_matches_the_eager_one_on_the_gpu():
+    # What the trainer runs where it compiles the blocks: bf16 logits, 32 000 classes, ignored labels.
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3000, 64, generator=g).cuda().requires_grad_()
+    weight = (0.3 * torch.randn(32000, 64, generator=g)).cuda().requires_grad_()
+    labels = torch.randint(32000, (3000,), generator=g).cuda()
+    labels[:100] = IGNORE_INDEX
+    results = []
+    for compiled in (False, True):
+        hidden.grad = weight.grad = None
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = chunked_linear_cross_entropy(hidden, weight, labels, 1024, compiled=compiled)
+        loss.backward()
+        results.append((loss.detach(), hidden.grad.clone(), weight.grad.clone()))
+    (eager_loss, *eager_grads), (compiled_loss, *compiled_grads) = results
+    assert abs(compiled_loss - eager_loss) <= 1e-5 * abs(eager_loss)
+    for got, want in zip(compiled_grads, eager_grads):
+        assert (got - want).norm() <= 1e-2 * want.norm()

@@ -186,7 +186,8 @@ class Trainer:
     def _summed_loss(self, batch) -> torch.Tensor:
         with self._autocast():
             if self.settings.loss_chunk_tokens:
-                head = ChunkedLossHead(batch.labels, self.settings.loss_chunk_tokens)
+                head = ChunkedLossHead(batch.labels, self.settings.loss_chunk_tokens,
+                                       compiled=self.settings.parallel.compile_enabled(self.device))
                 return self.model(batch.input_ids, cu_seqlens=batch.cu_seqlens, head=head)
             logits = self.model(batch.input_ids, cu_seqlens=batch.cu_seqlens)
         return summed_cross_entropy(logits, batch.labels)
