@@ -12,15 +12,18 @@ pytestmark = pytest.mark.usefixtures("nan_filled_buffers")  # tests/kernels/conf
 
 
 def check_against_float64(shape, dtype, tolerance, seed=0):
+    """gate, up and dh of `shape`; gate and up reach the kernels joined in the last dim, as the MLP makes them."""
     gen = torch.Generator(DEVICE).manual_seed(seed)
     gate, up, dh = (2 * torch.randn(shape, generator=gen, device=DEVICE, dtype=torch.float64) for _ in range(3))
     gate64, up64 = gate.clone().requires_grad_(), up.clone().requires_grad_()
     h64 = F.silu(gate64) * up64
     dgate64, dup64 = torch.autograd.grad(h64, [gate64, up64], dh)
     gate, up, dh = gate.to(dtype), up.to(dtype), dh.to(dtype)
-    h = swiglu_forward(gate, up)
-    h_again, dgate, dup = swiglu_backward(gate, up, dh)
-    assert h.dtype == dgate.dtype == dup.dtype == dtype
+    gate_up = torch.cat([gate, up], dim=-1)  # the MLP's joined projection output
+    h = swiglu_forward(gate_up)
+    h_again, dgate_up = swiglu_backward(gate_up, dh)
+    dgate, dup = dgate_up.chunk(2, dim=-1)
+    assert h.dtype == dgate_up.dtype == dtype and dgate_up.shape == gate_up.shape
     assert torch.equal(h, h_again)
     for name, got, want in [("h", h, h64), ("dgate", dgate, dgate64), ("dup", dup, dup64)]:
         assert relative_error(got, want) < tolerance, name
@@ -35,9 +38,11 @@ def test_bfloat16_within_rounding():
     check_against_float64((5, 333), torch.bfloat16, 8e-3, seed=1)
 
 
-def test_rejects_mismatched_inputs():
-    with pytest.raises(ValueError, match="one shape and dtype"):
-        swiglu_forward(torch.randn(2, 3), torch.randn(2, 4))
+def test_rejects_a_last_dim_that_is_not_two_halves():
+    with pytest.raises(ValueError, match=r"gate_up \[\.\.\., 2H\]"):
+        swiglu_forward(torch.randn(2, 3, device=DEVICE))
+    with pytest.raises(ValueError, match="needs dh"):
+        swiglu_backward(torch.randn(2, 4, device=DEVICE), torch.randn(2, 3, device=DEVICE))
 
 
 def test_gated_down_triton_path_matches_plain_autograd():
@@ -46,7 +51,8 @@ def test_gated_down_triton_path_matches_plain_autograd():
     weight = torch.randn(24, 40, generator=gen, device=DEVICE).requires_grad_()
     dy = torch.randn(3, 17, 24, generator=gen, device=DEVICE)
     results = []
-    for fn in (lambda g, u, w: GatedDown.apply(g, u, w, True), lambda g, u, w: F.linear(F.silu(g) * u, w)):
+    for fn in (lambda g, u, w: GatedDown.apply(torch.cat([g, u], dim=-1), w, True),
+               lambda g, u, w: F.linear(F.silu(g) * u, w)):
         y = fn(gate, up, weight)
         results.append([y, *torch.autograd.grad(y, [gate, up, weight], dy)])
     for name, ours, plain in zip(["y", "dgate", "dup", "dweight"], *results):

@@ -72,7 +72,8 @@ def test_rms_norms():
 
 
 def gated_down_torch(gate, up, weight):
-    return GatedDown.apply(gate, up, weight, False)  # the PyTorch path (the Triton one: tests/kernels/test_swiglu.py)
+    # the PyTorch path (the Triton one: tests/kernels/test_swiglu.py) on the joined gate_up the MLP's GEMM makes
+    return GatedDown.apply(torch.cat([gate, up], dim=-1), weight, False)
 
 
 def test_rms_norm_gradients_and_what_it_keeps():

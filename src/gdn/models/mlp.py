@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gdn.kernels.swiglu import swiglu_backward, swiglu_forward
+from gdn.models.fused_linear import fused_linear
 
 
 def default_hidden_size(d_model: int) -> int:
@@ -20,31 +21,37 @@ def default_hidden_size(d_model: int) -> int:
 
 
 class GatedDown(torch.autograd.Function):
-    """y = (SiLU(gate) o up) W^T, computed in gate's dtype (bf16 under autocast, as nn.Linear would be); the
-    element-wise part in one Triton kernel each way when `triton` (CUDA tensors), else in PyTorch."""
+    """y = (SiLU(gate) o up) W^T from gate_up [..., 2H] (gate, then up), computed in gate_up's dtype (bf16 under
+    autocast, as nn.Linear would be); the element-wise part in one Triton kernel each way when `triton` (CUDA
+    tensors), else in PyTorch. The gradient is d gate_up, the joined projection's output gradient."""
 
     @staticmethod
-    def forward(ctx, gate, up, weight, triton):
-        ctx.save_for_backward(gate, up, weight)
+    def forward(ctx, gate_up, weight, triton):
+        ctx.save_for_backward(gate_up, weight)
         ctx.triton = triton
-        hidden = swiglu_forward(gate, up) if triton else F.silu(gate) * up
-        return F.linear(hidden, weight.to(gate.dtype))
+        if triton:
+            hidden = swiglu_forward(gate_up)
+        else:
+            gate, up = gate_up.chunk(2, dim=-1)
+            hidden = F.silu(gate) * up
+        return F.linear(hidden, weight.to(gate_up.dtype))
 
     @staticmethod
     def backward(ctx, dy):
-        gate, up, weight = ctx.saved_tensors
-        dy = dy.to(gate.dtype)
-        dhidden = dy @ weight.to(gate.dtype)
+        gate_up, weight = ctx.saved_tensors
+        dy = dy.to(gate_up.dtype)
+        dhidden = dy @ weight.to(gate_up.dtype)
         if ctx.triton:
-            hidden, dgate, dup = swiglu_backward(gate, up, dhidden)
+            hidden, dgate_up = swiglu_backward(gate_up, dhidden)
         else:
-            sig = torch.sigmoid(gate.float())
-            silu = gate.float() * sig
-            hidden = (silu * up.float()).to(gate.dtype)
-            dgate = (dhidden.float() * up.float() * sig * (1 + gate.float() * (1 - sig))).to(gate.dtype)  # SiLU'
-            dup = (dhidden.float() * silu).to(up.dtype)
+            gate, up = (t.float() for t in gate_up.chunk(2, dim=-1))
+            sig = torch.sigmoid(gate)
+            silu = gate * sig
+            hidden = (silu * up).to(gate_up.dtype)
+            dgate = dhidden.float() * up * sig * (1 + gate * (1 - sig))  # SiLU'
+            dgate_up = torch.cat([dgate, dhidden.float() * silu], dim=-1).to(gate_up.dtype)
         dweight = dy.flatten(0, -2).t() @ hidden.flatten(0, -2)
-        return dgate, dup, dweight.to(weight.dtype), None
+        return dgate_up, dweight.to(weight.dtype), None
 
 
 class SwiGLU(nn.Module):
@@ -56,6 +63,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden_size, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the Triton kernels in eager mode on CUDA; under torch.compile the PyTorch path, which Inductor fuses
+        # the gate and up projections as one GEMM (fused_linear); the Triton kernels in eager mode on CUDA, under
+        # torch.compile the PyTorch path, which Inductor fuses with its neighbours
         triton = x.is_cuda and not torch.compiler.is_compiling()
-        return GatedDown.apply(self.gate_proj(x), self.up_proj(x), self.down_proj.weight, triton)
+        return GatedDown.apply(fused_linear(x, (self.gate_proj, self.up_proj)), self.down_proj.weight, triton)
