@@ -117,7 +117,7 @@ def throughput(args) -> dict:
                                 compile=args.compile == "on", reshard_after_forward=args.reshard_after_forward)
     result = {"mode": args.mode, "gpus": world, "device": torch.cuda.get_device_name() if cuda else "cpu",
               "torch": torch.__version__, "model": args.model, "weights": args.weights, "ac": args.ac,
-              "compile": args.compile,
+              "compile": args.compile, "cudagraphs": args.cudagraphs,
               "batch_per_gpu": args.batch, "seq_len": args.seq_len, "documents_per_row": args.documents,
               "loss_chunk_tokens": args.loss_chunk}
     if cuda:
@@ -246,6 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ac", choices=["none", "full", "selective", "op"], default="none")
     parser.add_argument("--ac-every", type=int, default=2)
     parser.add_argument("--compile", choices=["on", "off"], default="off")
+    parser.add_argument("--cudagraphs", action="store_true",
+                        help="with --compile on: Inductor records each compiled block's forward and backward as CUDA "
+                             "graphs (what compile mode reduce-overhead does), to size what the launches cost. "
+                             "Whole rows only: a replay skips the Python that builds a packed batch's chunk layout")
     parser.add_argument("--weights", choices=["fp32", "bf16"], default="fp32",
                         help="trainer.weights_dtype: fp32 master weights, or the whole model in bf16 (FLA's anchor)")
     parser.add_argument("--reshard-after-forward", type=lambda s: s.lower() == "true", default=True)
@@ -265,6 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     args.loss_chunk = args.loss_chunk or None
     if args.mode == "single" and dist_utils.env_world_size() > 1:
         parser.error("single runs in one process; use fsdp under torchrun")
+    if args.cudagraphs:
+        if args.compile != "on" or args.documents:
+            parser.error("--cudagraphs needs --compile on and whole rows (--documents 0)")
+        import torch._inductor.config
+        torch._inductor.config.triton.cudagraphs = True
     dist_utils.init_process_group(dist_utils.local_device("auto").type)
     try:
         result = equality(args) if args.mode == "equality" else throughput(args)
