@@ -22,7 +22,7 @@ def relative(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 def block_output_and_gradients(block, x, cu_seqlens, cotangent):
     x = x.detach().clone().requires_grad_()
-    out = block(x, cu_seqlens)
+    out = block(x, cu_seqlens, **block.host_inputs(x.shape[1], x.device, cu_seqlens))  # as LanguageModel calls it
     out.backward(cotangent)
     return out.detach(), {"input": x.grad, **{name: p.grad for name, p in block.named_parameters()}}
 
