@@ -47,16 +47,11 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            # Plain ops, differentiated by AOTAutograd: Inductor fuses the norm with the residual add before it and
-            # the projection's cast after it, both ways, and recomputes x_hat in the backward from x and 1/rms.
-            # (Compiled by Inductor on CUDA (torch 2.11), RMSNormFunction's backward returns zero gradients:
-            # benchmarks/backend_probe.py --localize; tests/train/test_compiled_matches_eager.py.)
-            wide = x.to(torch.promote_types(x.dtype, torch.float32))
-            rstd = torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)
-            return (wide * rstd * self.weight.to(wide.dtype)).to(x.dtype)
         if x.is_cuda and x.dtype != torch.float64:
-            return rms_norm(x, self.weight, self.eps)  # Triton: one pass each way, the same quantities kept
+            # Triton: one pass each way, the same quantities kept; a torch op that torch.compile leaves as it is.
+            # Compiled by Inductor on CUDA (torch 2.11), RMSNormFunction's backward returns zero gradients
+            # (benchmarks/backend_probe.py --localize): it never runs under torch.compile on the GPU.
+            return rms_norm(x, self.weight, self.eps)
         return RMSNormFunction.apply(x, self.weight, self.eps)
 
 

@@ -18,9 +18,9 @@ SSD, selective scan, short conv, gate, gated RMSNorm) are torch.library custom o
 shape functions and registered backwards), so Dynamo traces the whole block with the kernels as opaque nodes: no
 graph break. A mixer whose Triton kernels are not torch ops (one a researcher adds, without the
 `triton_kernels_are_torch_ops` flag) has its forward wrapped in torch.compiler.disable: one graph break per call.
-Under compilation (torch.compiler.is_compiling()) RMSNorm switches from its Triton op to plain PyTorch ops (not its
-autograd function, whose backward Inductor 2.11 compiles to zero gradients) and the SwiGLU MLP from its Triton
-kernel to its PyTorch autograd function, which Inductor fuses with their neighbours.
+RMSNorm runs its Triton op on CUDA compiled or not (Inductor 2.11 compiles its PyTorch backward to zero gradients);
+the SwiGLU MLP switches from its Triton kernel to its PyTorch autograd function under compilation
+(torch.compiler.is_compiling()), which Inductor fuses with its neighbours.
 tests/train/test_compile.py counts the breaks.
 """
 from __future__ import annotations
