@@ -9,6 +9,10 @@
 #            of tokens/s and each one's ratio to the Transformer's, all from this call (~40 s a run)
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
+#   verify   the GPU tests of the launch reductions (compiled blocks against eager ones, the compiled loss, fused
+#            AdamW, short conv, SwiGLU, models; ~5 min)
+#   graphs   gdn-small and transformer-small on whole rows (--documents 0), without and with Inductor's CUDA
+#            graphs (bench_train.py --cudagraphs): what the launches still cost (~3 min)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
 #   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
 #            its first steps autotune for minutes: a call of its own). Triton's autotuning results are kept on disk
@@ -53,6 +57,15 @@ PY
                          --steps 10 --profile 5 2>&1 |
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
+        verify) timeout 540 python3 -m pytest -q -m gpu -p no:cacheprovider tests/train/test_compiled_matches_eager.py \
+                    tests/train/test_loss.py tests/train/test_optim.py tests/kernels/test_short_conv.py \
+                    tests/kernels/test_swiglu.py tests/models 2>&1 | tail -15 | tee "$LOGS/verify.log" ;;
+        graphs) for model in transformer gdn; do
+                    for graphs in "" --cudagraphs; do
+                        timeout 150 python3 benchmarks/bench_train.py single --model "$model-small" \
+                            "${small_step[@]}" --documents 0 --steps 20 $graphs 2>/dev/null | grep '^{'
+                    done
+                done > "$LOGS/graphs.jsonl"; cat "$LOGS/graphs.jsonl" ;;
         kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
         fla) export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/fla-triton-cache
              mkdir -p "$TRITON_CACHE_DIR"
@@ -66,7 +79,7 @@ PY
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | small | profile | kernels | fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | small | profile | verify | graphs | kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
