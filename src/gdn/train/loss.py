@@ -8,6 +8,9 @@ the price is holding d(hidden) and d(weight) from the forward until the backward
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +34,8 @@ def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
 def chunk_loss_and_grad(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk's summed cross-entropy over valid labels and its gradient in the logits, in the logits' dtype:
     d CE / d logits = softmax - one_hot(label), zero on ignored rows. Math in fp32. Element-wise work that
-    torch.compile turns into two passes over the logits (CompiledLoss), where eager PyTorch makes about ten."""
+    torch.compile turns into two passes over the logits (compiled_chunk_loss_and_grad), where eager PyTorch makes
+    about ten."""
     dtype, logits = logits.dtype, logits.float()
     valid = labels != IGNORE_INDEX
     safe_labels = labels.masked_fill(~valid, 0)
@@ -44,20 +48,12 @@ def chunk_loss_and_grad(logits: torch.Tensor, labels: torch.Tensor) -> tuple[tor
     return total, grad.to(dtype)
 
 
-class CompiledLoss:
-    """chunk_loss_and_grad through torch.compile, compiled on first use (for the chunks' shape; a second shape, such
-    as a shorter last chunk, compiles once more with a symbolic number of tokens, which later shapes reuse)."""
-
-    def __init__(self):
-        self.compiled = None
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.compiled is None:
-            self.compiled = torch.compile(chunk_loss_and_grad)
-        return self.compiled(logits, labels)
-
-
-compiled_chunk_loss_and_grad = CompiledLoss()
+@functools.cache
+def compiled_chunk_loss_and_grad() -> Callable:
+    """chunk_loss_and_grad through torch.compile, made on first use (Dynamo stays unimported until then); it
+    compiles for the chunks' shape, and a second shape (a shorter last chunk) once more with a symbolic number of
+    tokens, which later shapes reuse."""
+    return torch.compile(chunk_loss_and_grad)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
@@ -67,7 +63,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_tokens: int,
                 compiled: bool):
         needs_grad = hidden.requires_grad or weight.requires_grad
-        loss_and_grad = compiled_chunk_loss_and_grad if compiled else chunk_loss_and_grad
+        loss_and_grad = compiled_chunk_loss_and_grad() if compiled else chunk_loss_and_grad
         total = torch.zeros((), device=hidden.device, dtype=torch.float32)
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         grad_weight = torch.zeros(weight.shape, device=weight.device, dtype=torch.float32) if needs_grad else None
