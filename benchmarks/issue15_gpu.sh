@@ -10,7 +10,10 @@
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   verify   the GPU tests of the launch reductions (compiled blocks against eager ones, the compiled loss, fused
-#            AdamW, short conv, SwiGLU, models; ~5 min)
+#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 8; compiling is the
+#            host's work) sharing the GPU (~4 min)
+#   kernel-tests  the GPU tests of the gated delta rule's and the SSD's chunk kernels (float64 references at real
+#            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~2 min)
 #   graphs   gdn-small and transformer-small on whole rows (--documents 0), without and with Inductor's CUDA
 #            graphs (bench_train.py --cudagraphs): what the launches still cost (~3 min)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
@@ -57,9 +60,14 @@ PY
                          --steps 10 --profile 5 2>&1 |
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
-        verify) timeout 540 python3 -m pytest -q -m gpu -p no:cacheprovider tests/train/test_compiled_matches_eager.py \
+        verify) timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -n "${WORKERS:-8}" \
+                    tests/train/test_compiled_matches_eager.py \
                     tests/train/test_loss.py tests/train/test_optim.py tests/kernels/test_short_conv.py \
                     tests/kernels/test_swiglu.py tests/models 2>&1 | tail -15 | tee "$LOGS/verify.log" ;;
+        kernel-tests) timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider \
+                          -n "${WORKERS:-8}" tests/kernels/test_gated_delta_triton.py tests/kernels/test_extreme_gates.py \
+                          tests/kernels/test_torch_ops.py tests/kernels/test_ssd.py 2>&1 | tail -15 |
+                          tee "$LOGS/kernel_tests.log" ;;
         graphs) for model in transformer gdn; do
                     for graphs in "" --cudagraphs; do
                         timeout 150 python3 benchmarks/bench_train.py single --model "$model-small" \
@@ -79,7 +87,7 @@ PY
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | small | profile | verify | graphs | kernels | fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | small | profile | verify | kernel-tests | graphs | kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
