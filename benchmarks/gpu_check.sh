@@ -5,7 +5,8 @@
 #                GDN layer, bf16 training step of a hybrid): ~4-5 min, mostly Triton compilation
 #   bench [args] bench_gated_delta.py vs FLA 0.6.0 and SDPA (~6.5 min with FLA's autotuning)
 #   bench-vs DIR [args]  bench [args] (with FLA and SDPA), then the table for ours alone from DIR (an older commit's src/,
-#                e.g. `git archive OLD src | tar -x -C .baseline`, carried): the same-run check of a hot-path change
+#                e.g. `git archive OLD src | tar -x -C .baseline`, carried), with [args] and DIR/../benchmarks/'s
+#                bench_gated_delta.py where there is one: the same-run check of a hot-path change
 #   scan         pytest -m gpu on the Mamba1 selective scan (kernel vs float64, layer vs PyTorch path, Samba
 #                decode == full forward), then bench_selective_scan.py (Triton vs chunked PyTorch): ~3-5 min
 #   mixers       pytest -m gpu on the SSD (Triton vs float64), FlexAttention SWA vs SDPA with a dense mask, decode ==
@@ -58,7 +59,10 @@ fi
 if [[ $part == bench-vs ]]; then
     base=$1; shift
     python3 benchmarks/bench_gated_delta.py "$@" 2>&1 | tee "$LOGS/bench.log" || status=1
-    PYTHONPATH=$base:${PYTHONPATH#src:} python3 benchmarks/bench_gated_delta.py --anchors none 2>&1 \
+    # the older tree's own bench script where it has one (its stage breakdown calls its own stage functions)
+    script=${base%/src}/benchmarks/bench_gated_delta.py
+    [[ -f $script ]] || script=benchmarks/bench_gated_delta.py
+    PYTHONPATH=$base:${PYTHONPATH#src:} python3 "$script" --anchors none "$@" 2>&1 \
         | tee "$LOGS/bench_baseline.log" || status=1
 fi
 exit $status

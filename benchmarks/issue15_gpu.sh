@@ -16,7 +16,8 @@
 #            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~2 min)
 #   graphs   gdn-small and transformer-small on whole rows (--documents 0), without and with Inductor's CUDA
 #            graphs (bench_train.py --cudagraphs): what the launches still cost (~3 min)
-#   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src (~6 min)
+#   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src with its own
+#            breakdown (~6 min; less with a warm FLA autotune cache, see fla)
 #   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
 #            its first steps autotune for minutes: a call of its own). Triton's autotuning results are kept on disk
 #            and come back as $OUT/fla-autotune.tgz: copied to the repository root (.fla-autotune.tgz, carried), a
@@ -27,6 +28,21 @@
 set -o pipefail
 source benchmarks/device_env.sh
 start=$SECONDS
+
+# Runs a command with Triton's autotuning results kept on disk: restored from .fla-autotune.tgz (carried) and
+# written back to $OUT/fla-autotune.tgz (copy it to the repository root), so that a later call times FLA without
+# autotuning for minutes first. Ours are not autotuned beyond the state kernels' two configs.
+with_fla_autotune_cache() {
+    local cache=/tmp/fla-triton-cache logs status
+    mkdir -p "$cache"
+    [[ -f .fla-autotune.tgz ]] && tar -xzf .fla-autotune.tgz -C "$cache" &&
+        echo "FLA's autotune cache: $(tar -tzf .fla-autotune.tgz | grep -c autotune.json) results restored"
+    TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=$cache "$@"
+    status=$?
+    logs=$(cd "$LOGS" && pwd)
+    (cd "$cache" && find . -name '*.autotune.json' | tar -czf "$logs/fla-autotune.tgz" -T -)
+    return $status
+}
 parts=("$@")
 ((${#parts[@]})) || parts=(layout train)
 # the sweep's step at scale=small (data=text's 16 x 2048, BPE 8192, compiled), on DOCUMENTS packed documents a row
@@ -74,15 +90,9 @@ PY
                             "${small_step[@]}" --documents 0 --steps 20 $graphs 2>/dev/null | grep '^{'
                     done
                 done > "$LOGS/graphs.jsonl"; cat "$LOGS/graphs.jsonl" ;;
-        kernels) bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
-        fla) export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/fla-triton-cache
-             mkdir -p "$TRITON_CACHE_DIR"
-             [[ -f .fla-autotune.tgz ]] && tar -xzf .fla-autotune.tgz -C "$TRITON_CACHE_DIR" &&
-                 echo "FLA's autotune cache: $(tar -tzf .fla-autotune.tgz | grep -c autotune.json) results restored"
-             timeout "${FLA_LIMIT_S:-540}" python3 benchmarks/bench_fla_model.py 2>&1 | tee "$LOGS/fla_model.log"
-             logs=$(cd "$LOGS" && pwd)
-             (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -czf "$logs/fla-autotune.tgz" -T -)
-             unset TRITON_CACHE_AUTOTUNING TRITON_CACHE_DIR ;;
+        kernels) with_fla_autotune_cache bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
+        fla) with_fla_autotune_cache timeout "${FLA_LIMIT_S:-540}" python3 benchmarks/bench_fla_model.py 2>&1 |
+                 tee "$LOGS/fla_model.log" ;;
         big) for model in ${BIG_MODELS:-gdn gdn_h1 gdn_h2 mamba2 samba transformer}; do
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
