@@ -45,6 +45,12 @@ with_fla_autotune_cache() {
     (cd "$cache" && find . -name '*.autotune.json' | tar -czf "$logs/fla-autotune.tgz" -T -)
     return $status
 }
+# pytest -m gpu on the given test files in $WORKERS pytest-xdist processes, within $VERIFY_LIMIT_S; log $LOGS/NAME.log
+gpu_tests() {
+    local name=$1; shift
+    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -n "${WORKERS:-8}" "$@" 2>&1 |
+        tail -15 | tee "$LOGS/$name.log"
+}
 parts=("$@")
 ((${#parts[@]})) || parts=(layout train)
 # the sweep's step at scale=small (data=text's 16 x 2048, BPE 8192, compiled), on DOCUMENTS packed documents a row
@@ -78,14 +84,12 @@ PY
                          --steps 10 --profile 5 2>&1 |
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
-        verify) timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -n "${WORKERS:-8}" \
-                    tests/train/test_compiled_matches_eager.py \
-                    tests/train/test_loss.py tests/train/test_optim.py tests/kernels/test_short_conv.py \
-                    tests/kernels/test_swiglu.py tests/models 2>&1 | tail -15 | tee "$LOGS/verify.log" ;;
-        kernel-tests) timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider \
-                          -n "${WORKERS:-8}" tests/kernels/test_gated_delta_triton.py tests/kernels/test_extreme_gates.py \
-                          tests/kernels/test_torch_ops.py tests/kernels/test_ssd.py 2>&1 | tail -15 |
-                          tee "$LOGS/kernel_tests.log" ;;
+        verify) gpu_tests verify tests/train/test_compiled_matches_eager.py tests/train/test_loss.py \
+                    tests/train/test_optim.py tests/kernels/test_short_conv.py tests/kernels/test_swiglu.py \
+                    tests/models ;;
+        kernel-tests) gpu_tests kernel_tests tests/kernels/test_gated_delta_triton.py \
+                          tests/kernels/test_extreme_gates.py tests/kernels/test_torch_ops.py \
+                          tests/kernels/test_ssd.py ;;
         graphs) for model in transformer gdn; do
                     for graphs in "" --cudagraphs; do
                         timeout 150 python3 benchmarks/bench_train.py single --model "$model-small" \
@@ -99,7 +103,8 @@ PY
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | small | profile | verify | kernel-tests | graphs | kernels | fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | small | profile | verify | kernel-tests | graphs | kernels |" \
+                "fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
