@@ -10,10 +10,13 @@
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   verify   the GPU tests of the launch reductions (compiled blocks against eager ones, the compiled loss, fused
-#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 8; compiling is the
+#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 4; compiling is the
 #            host's work) sharing the GPU (~4 min)
 #   kernel-tests  the GPU tests of the gated delta rule's and the SSD's chunk kernels (float64 references at real
 #            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~2 min)
+#   warps    the kernel-tests again with every fixed-warps chunk kernel at 8 warps (warps_probe.py as a pytest
+#            plugin), then warps_probe.py: the op's times with each kernel at 4 or 8 warps, checked against float64
+#            (~5 min)
 #   graphs   gdn-small and transformer-small on whole rows (--documents 0), without and with Inductor's CUDA
 #            graphs (bench_train.py --cudagraphs): what the launches still cost (~3 min)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src with its own
@@ -48,9 +51,11 @@ with_fla_autotune_cache() {
 # pytest -m gpu on the given test files in $WORKERS pytest-xdist processes, within $VERIFY_LIMIT_S; log $LOGS/NAME.log
 gpu_tests() {
     local name=$1; shift
-    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider -n "${WORKERS:-8}" "$@" 2>&1 |
-        tail -15 | tee "$LOGS/$name.log"
+    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short -n "${WORKERS:-4}" \
+        "$@" 2>&1 | tee "$LOGS/$name.log" | tail -15
 }
+kernel_test_files=(tests/kernels/test_gated_delta_triton.py tests/kernels/test_extreme_gates.py
+                   tests/kernels/test_torch_ops.py tests/kernels/test_ssd.py)
 parts=("$@")
 ((${#parts[@]})) || parts=(layout train)
 # the sweep's step at scale=small (data=text's 16 x 2048, BPE 8192, compiled), on DOCUMENTS packed documents a row
@@ -87,9 +92,10 @@ PY
         verify) gpu_tests verify tests/train/test_compiled_matches_eager.py tests/train/test_loss.py \
                     tests/train/test_optim.py tests/kernels/test_short_conv.py tests/kernels/test_swiglu.py \
                     tests/models ;;
-        kernel-tests) gpu_tests kernel_tests tests/kernels/test_gated_delta_triton.py \
-                          tests/kernels/test_extreme_gates.py tests/kernels/test_torch_ops.py \
-                          tests/kernels/test_ssd.py ;;
+        kernel-tests) gpu_tests kernel_tests "${kernel_test_files[@]}" ;;
+        warps) GDN_WARPS=all=8 PYTHONPATH=$PYTHONPATH:benchmarks gpu_tests kernel_tests_8_warps -p warps_probe \
+                   "${kernel_test_files[@]}"
+               timeout 240 python3 benchmarks/warps_probe.py 2>&1 | tee "$LOGS/warps_probe.log" ;;
         graphs) for model in transformer gdn; do
                     for graphs in "" --cudagraphs; do
                         timeout 150 python3 benchmarks/bench_train.py single --model "$model-small" \
@@ -103,8 +109,8 @@ PY
                  python3 benchmarks/bench_train.py single --model "$model-1.3b" --weights bf16 --compile on 2>&1 |
                      grep -E '^\{|Error' | tail -2
              done | tee "$LOGS/trainer_1.3b.log" ;;
-        *) echo "unknown part $part: layout | train | small | profile | verify | kernel-tests | graphs | kernels |" \
-                "fla | big"; exit 2 ;;
+        *) echo "unknown part $part: layout | train | small | profile | verify | kernel-tests | warps | graphs |" \
+                    "kernels | fla | big"; exit 2 ;;
     esac
     echo "$part done at $((SECONDS - start)) s"
 done
