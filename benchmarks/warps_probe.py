@@ -8,7 +8,7 @@ As a pytest plugin (the second line) it launches the kernels named in $GDN_WARPS
 `all=8`) with those warps for the whole session: the GPU tests of a variant before it is written into the source.
 
 Compiled for sm_90 at 4 warps, the WY kernels and the output forward hold 64 x 64 fp32 tiles in 255 registers a
-thread and spill (ptxas -v: wy_backward 1 KB at K = V = 128, 2.6 KB of spill code at 256/512); at 8 warps each
+thread and spill (ptxas -v: wy_backward 0.36 KB at K = V = 128, 1 KB with the l2norm folded in); at 8 warps each
 thread holds half of every tile. Whether the spills or the extra warps cost more is the card's to say: this script
 asks it. The variants change `num_warps` in the launch (the kernel object's `run`), not the source, so the rows
 time exactly the code of this tree. The state kernels are left out: they autotune 4 against 8 warps already.
