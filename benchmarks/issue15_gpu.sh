@@ -27,7 +27,7 @@
 #            later call starts from them and times FLA with a warm autotune cache
 #   big      our trainer at scale=1.3b, 8 x 4096, bf16 weights, compiled, for $BIG_MODELS (default gdn gdn_h1
 #            gdn_h2 mamba2 samba transformer; 1-2 min each): on the same warm machine as fla, the same card
-# verify and kernel-tests run pytest-xdist: .whl-gdn/ holds pytest-xdist and execnet wheels beside pytest's
+# verify, kernel-tests and warps run pytest-xdist: .whl-gdn/ holds pytest-xdist and execnet wheels beside pytest's
 # (pip download as in benchmarks/product_wheels.txt's header, naming pytest-xdist execnet).
 #   bash benchmarks/issue15_gpu.sh layout train        # logs in $OUT
 set -o pipefail
