@@ -10,10 +10,11 @@
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   verify   the GPU tests of the launch reductions (compiled blocks against eager ones, the compiled loss, fused
-#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 4; compiling is the
+#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 2; compiling is the
 #            host's work) sharing the GPU (~4 min)
 #   kernel-tests  the GPU tests of the gated delta rule's and the SSD's chunk kernels (float64 references at real
-#            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~2 min)
+#            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~3 min; 4 workers ran
+#            two tests out of an 80 GB card's memory: one test's float64 references hold 36 GB)
 #   warps    the kernel-tests again with every fixed-warps chunk kernel at 8 warps (warps_probe.py as a pytest
 #            plugin), then warps_probe.py: the op's times with each kernel at 4 or 8 warps, checked against float64
 #            (~5 min)
@@ -51,7 +52,7 @@ with_fla_autotune_cache() {
 # pytest -m gpu on the given test files in $WORKERS pytest-xdist processes, within $VERIFY_LIMIT_S; log $LOGS/NAME.log
 gpu_tests() {
     local name=$1; shift
-    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short -n "${WORKERS:-4}" \
+    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short -n "${WORKERS:-2}" \
         "$@" 2>&1 | tee "$LOGS/$name.log" | tail -15
 }
 kernel_test_files=(tests/kernels/test_gated_delta_triton.py tests/kernels/test_extreme_gates.py
