@@ -20,8 +20,8 @@
 #            (~5 min)
 #   graphs   gdn-small and transformer-small on whole rows (--documents 0), without and with Inductor's CUDA
 #            graphs (bench_train.py --cudagraphs): what the launches still cost (~3 min)
-#   ab       bench_gated_delta.py for ours alone, this tree (first checked against float64: --check) and then
-#            .baseline's, no FLA: the same-run check of a kernel change when device time is short (~2 min)
+#   ab       bench_gated_delta.py for ours alone, this tree and then .baseline's, each first checked against
+#            float64 (--check), no FLA: the same-run check of a kernel change when device time is short (~2 min)
 #   kernels  bench_gated_delta.py with FLA and SDPA and the stage breakdown, then ours from .baseline/src with its own
 #            breakdown (~6 min; less with a warm FLA autotune cache, see fla)
 #   fla      FLA's GatedDeltaNetForCausalLM at our GDN-1.3B sizes, 8 x 4096, bf16, fused AdamW (bench_fla_model.py;
@@ -105,10 +105,7 @@ PY
                             "${small_step[@]}" --documents 0 --steps 20 $graphs 2>/dev/null | grep '^{'
                     done
                 done > "$LOGS/graphs.jsonl"; cat "$LOGS/graphs.jsonl" ;;
-        ab) python3 benchmarks/bench_gated_delta.py --anchors none --check 2>&1 | tee "$LOGS/ab.log"
-            script=.baseline/benchmarks/bench_gated_delta.py
-            [[ -f $script ]] || script=benchmarks/bench_gated_delta.py
-            PYTHONPATH=.baseline/src:${PYTHONPATH#src:} python3 "$script" --anchors none 2>&1 | tee -a "$LOGS/ab.log" ;;
+        ab) bash benchmarks/gpu_check.sh bench-vs .baseline/src --anchors none --check ;;
         kernels) with_fla_autotune_cache bash benchmarks/gpu_check.sh bench-vs .baseline/src --breakdown ;;
         fla) with_fla_autotune_cache timeout "${FLA_LIMIT_S:-540}" python3 benchmarks/bench_fla_model.py 2>&1 |
                  tee "$LOGS/fla_model.log" ;;
