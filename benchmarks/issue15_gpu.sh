@@ -10,11 +10,11 @@
 #   profile  the same step under torch.profiler for $PROFILE_MODELS (default gdn-small transformer-small): GPU busy
 #            time against wall time, kernels a step, the top kernels (~1 min a run)
 #   verify   the GPU tests of the launch reductions (compiled blocks against eager ones, the compiled loss, fused
-#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 2; compiling is the
+#            AdamW, short conv, SwiGLU, models), in $WORKERS pytest-xdist processes (default 4; compiling is the
 #            host's work) sharing the GPU (~4 min)
 #   kernel-tests  the GPU tests of the gated delta rule's and the SSD's chunk kernels (float64 references at real
-#            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (~3 min; 4 workers ran
-#            two tests out of an 80 GB card's memory: one test's float64 references hold 36 GB)
+#            shapes, extreme gates, the custom ops), in $WORKERS pytest-xdist processes (default 2, ~3 min; 4
+#            workers ran two tests out of an 80 GB card's memory: one test's float64 references hold 36 GB)
 #   warps    the kernel-tests again with every fixed-warps chunk kernel at 8 warps (warps_probe.py as a pytest
 #            plugin), then warps_probe.py: the op's times with each kernel at 4 or 8 warps, checked against float64
 #            (~5 min)
@@ -51,11 +51,12 @@ with_fla_autotune_cache() {
     (cd "$cache" && find . -name '*.autotune.json' | tar -czf "$logs/fla-autotune.tgz" -T -)
     return $status
 }
-# pytest -m gpu on the given test files in $WORKERS pytest-xdist processes, within $VERIFY_LIMIT_S; log $LOGS/NAME.log
+# pytest -m gpu on the given test files in $WORKERS (else WORKERS_DEFAULT) pytest-xdist processes, within
+# $VERIFY_LIMIT_S; log $LOGS/NAME.log
 gpu_tests() {
-    local name=$1; shift
-    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short -n "${WORKERS:-2}" \
-        "$@" 2>&1 | tee "$LOGS/$name.log" | tail -15
+    local name=$1 workers_default=$2; shift 2
+    timeout "${VERIFY_LIMIT_S:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider --tb=short \
+        -n "${WORKERS:-$workers_default}" "$@" 2>&1 | tee "$LOGS/$name.log" | tail -15
 }
 kernel_test_files=(tests/kernels/test_gated_delta_triton.py tests/kernels/test_extreme_gates.py
                    tests/kernels/test_torch_ops.py tests/kernels/test_ssd.py)
@@ -92,11 +93,11 @@ PY
                          --steps 10 --profile 5 2>&1 |
                          grep -E '^profile|^  |Error' | grep -v Traceback
                  done | tee "$LOGS/profile.log" ;;
-        verify) gpu_tests verify tests/train/test_compiled_matches_eager.py tests/train/test_loss.py \
+        verify) gpu_tests verify 4 tests/train/test_compiled_matches_eager.py tests/train/test_loss.py \
                     tests/train/test_optim.py tests/kernels/test_short_conv.py tests/kernels/test_swiglu.py \
                     tests/models ;;
-        kernel-tests) gpu_tests kernel_tests "${kernel_test_files[@]}" ;;
-        warps) GDN_WARPS=all=8 PYTHONPATH=$PYTHONPATH:benchmarks gpu_tests kernel_tests_8_warps -p warps_probe \
+        kernel-tests) gpu_tests kernel_tests 2 "${kernel_test_files[@]}" ;;
+        warps) GDN_WARPS=all=8 PYTHONPATH=$PYTHONPATH:benchmarks gpu_tests kernel_tests_8_warps 2 -p warps_probe \
                    "${kernel_test_files[@]}"
                timeout 240 python3 benchmarks/warps_probe.py 2>&1 | tee "$LOGS/warps_probe.log" ;;
         graphs) for model in transformer gdn; do

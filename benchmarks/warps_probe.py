@@ -7,11 +7,12 @@ fwd+bwd, l2norm inside) with one kernel's launch changed at a time, and checks e
 As a pytest plugin (the second line) it launches the kernels named in $GDN_WARPS (`wy_forward=8,wy_backward=8`, or
 `all=8`) with those warps for the whole session: the GPU tests of a variant before it is written into the source.
 
-Compiled for sm_90 at 4 warps, the WY kernels and the output forward hold 64 x 64 fp32 tiles in 255 registers a
-thread and spill (ptxas -v: wy_backward 0.36 KB at K = V = 128, 1 KB with the l2norm folded in); at 8 warps each
-thread holds half of every tile. Whether the spills or the extra warps cost more is the card's to say: this script
-asks it. The variants change `num_warps` in the launch (the kernel object's `run`), not the source, so the rows
-time exactly the code of this tree. The state kernels are left out: they autotune 4 against 8 warps already.
+At 4 warps each of the 128 threads holds 32 elements of every 64 x 64 fp32 tile, at 8 warps 16: whether the register
+pressure or the extra warps cost more is the card's to say, and this script asks it. (Spill figures once quoted here
+were compiled without the JIT's pointer alignment and came out 2-5x too high: BENCHMARKS.md, "Warps of the gated
+delta rule's chunk kernels".) The variants change `num_warps` in the launch (the kernel object's `run`), not the
+source, so the rows time exactly the code of this tree. The state kernels are left out: they autotune 4 against 8
+warps already.
 """
 from __future__ import annotations
 
